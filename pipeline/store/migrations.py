@@ -1,0 +1,126 @@
+"""Numbered, append-only schema migrations, applied once and recorded in `_migrations`.
+
+Never edit a shipped migration; add the next number. Migrations run under a file lock so concurrent
+processes opening a new store do not race. The fast path (everything applied) needs only sqlite3.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StoreError
+
+Migration = Callable[[Any], None]  # receives a sqlite_utils.Database
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_settings_and_jobs(db: Any) -> None:
+    db["settings"].create({"key": str, "value": str, "updated_at": float}, pk="key")
+    db["jobs"].create(
+        {
+            "id": int,
+            "cell": str,  # e.g. "generate:smollm2-135m:L12:E2", unique per unit of work
+            "kind": str,  # train | generate | score | prompting | ...
+            "model": str,
+            "layer": int,
+            "epoch": int,
+            "task": str,
+            "state": str,  # pending | queued | running | done | failed | cancelled | skipped
+            "attempts": int,
+            "gpus": str,  # JSON list of GPU indices
+            "pid": int,
+            "pid_start": float,  # psutil create_time, to tell a reused pid from ours
+            "log_path": str,
+            "progress_done": int,
+            "progress_total": int,
+            "metrics": str,  # JSON of the last reported metrics
+            "message": str,
+            "rate": float,
+            "eta_s": float,
+            "heartbeat_at": float,
+            "created_at": float,
+            "started_at": float,
+            "ended_at": float,
+            "next_attempt_at": float,
+            "exit_code": int,
+            "error": str,
+            "executor": str,
+            "external_id": str,  # e.g. a Slurm job id
+            "node": str,
+        },
+        pk="id",
+        not_null={"cell", "kind", "state"},
+        defaults={"attempts": 0, "state": "pending"},
+    )
+    db["jobs"].create_index(["cell"], unique=True)
+    db["jobs"].create_index(["state"])
+    db["job_attempts"].create(
+        {
+            "id": int,
+            "job_id": int,
+            "attempt": int,
+            "pid": int,
+            "external_id": str,
+            "started_at": float,
+            "ended_at": float,
+            "exit_code": int,
+            "error": str,
+        },
+        pk="id",
+        foreign_keys=[("job_id", "jobs", "id")],
+    )
+    db["job_attempts"].create_index(["job_id", "attempt"], unique=True)
+
+
+def applied(conn: sqlite3.Connection) -> list[str]:
+    try:
+        return [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY id")]
+    except sqlite3.OperationalError:
+        return []
+
+
+def ensure_migrated(conn: sqlite3.Connection, path: Path) -> list[str]:
+    """Apply pending migrations; returns the names applied now."""
+    known = [name for name, _ in MIGRATIONS]
+    done = applied(conn)
+    unknown = [n for n in done if n not in known]
+    if unknown:
+        raise StoreError(f"{path}: written by a newer steertui (migration {unknown[0]}); upgrade steertui")
+    if len(done) == len(known):
+        return []
+    from filelock import FileLock
+
+    with FileLock(str(path) + ".migrate.lock"):
+        return _apply_pending(conn)
+
+
+def _apply_pending(conn: sqlite3.Connection) -> list[str]:
+    import sqlite_utils
+
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (id INTEGER PRIMARY KEY, name TEXT UNIQUE, applied_at REAL)")
+    done = set(applied(conn))
+    db = sqlite_utils.Database(conn)
+    now_applied = []
+    for number, (name, fn) in enumerate(MIGRATIONS, start=1):
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            fn(db)
+            conn.execute("INSERT INTO _migrations (id, name, applied_at) VALUES (?, ?, ?)", (number, name, time.time()))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        now_applied.append(name)
+    return now_applied
