@@ -124,3 +124,76 @@ def _apply_pending(conn: sqlite3.Connection) -> list[str]:
         conn.execute("COMMIT")
         now_applied.append(name)
     return now_applied
+
+
+@migration
+def m002_judge_ledger(db: Any) -> None:
+    """Exactly-once judging: one ledger row per deterministic request key, batches, and their items."""
+    db["ledger"].create(
+        {
+            "key": str,  # sha256 of (provider, model, messages, params): the same request -> the same key
+            "provider": str,
+            "model": str,
+            "task": str,
+            "cell": str,  # the score cell (model/layer/epoch/task) the request belongs to
+            "item": str,  # generation id, pair id, ... within the cell
+            "state": str,  # pending | inflight | submitted | done | invalid | failed
+            "mode": str,  # sync | batch
+            "batch_id": int,  # batches.id while submitted in a batch
+            "attempts": int,
+            "reserved_usd": float,  # budget held while in flight
+            "cost_usd": float,  # what the provider charged (from usage and the price table)
+            "input_tokens": int,
+            "output_tokens": int,
+            "result": str,  # JSON: answer, valid, reason, raw text, usage
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="key",
+        defaults={"attempts": 0, "reserved_usd": 0.0, "cost_usd": 0.0},
+    )
+    db["ledger"].create_index(["cell", "state"])
+    db["ledger"].create_index(["batch_id"])
+    db["batches"].create(
+        {
+            "id": int,
+            "provider": str,
+            "model": str,
+            "task": str,
+            "cell": str,
+            "tag": str,  # deterministic; stored in provider metadata so an interrupted create is found again
+            "chunk": int,
+            "state": str,  # building | uploaded | created | ended | downloaded | failed
+            "input_file_id": str,
+            "remote_id": str,  # the provider's batch id, stored before the first poll
+            "remote_status": str,
+            "output_file_id": str,
+            "error_file_id": str,
+            "n_requests": int,
+            "reserved_usd": float,
+            "error": str,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+    )
+    db["batches"].create_index(["tag"], unique=True)
+    db["batch_items"].create(
+        {"batch_id": int, "custom_id": str, "key": str},
+        pk=("batch_id", "custom_id"),
+        foreign_keys=[("batch_id", "batches", "id")],
+    )
+
+
+@migration
+def m003_scheduler(db: Any) -> None:
+    """GPU leases (backed by per-GPU file locks) and an event timeline for the TUI and reports."""
+    db["gpu_leases"].create(
+        {"gpu": int, "job_id": int, "pid": int, "pid_start": float, "leased_at": float, "holder": str},
+        pk="gpu",
+    )
+    db["events"].create(
+        {"id": int, "at": float, "job_id": int, "kind": str, "message": str},
+        pk="id",
+    )
+    db["events"].create_index(["job_id"])
