@@ -7,15 +7,27 @@ Subcommand modules import heavy libraries inside their handlers, so `--help` sta
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 import traceback
 from collections.abc import Sequence
+from types import ModuleType
 
 from pipeline.errors import SteerError
 from steertui import __version__
-from steertui.cli import commands_data, commands_init, commands_model, commands_status, commands_vector
 
-COMMAND_MODULES = [commands_init, commands_status, commands_data, commands_vector, commands_model]
+
+def command_modules() -> list[ModuleType]:
+    """Every `steertui.cli.commands_*` module that registers commands, in their `ORDER`."""
+    import steertui.cli as package
+
+    found = [
+        importlib.import_module(f"{package.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name.startswith("commands_")
+    ]
+    return sorted((m for m in found if hasattr(m, "register")), key=lambda m: (getattr(m, "ORDER", 50), m.__name__))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"steertui {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
+    for module in command_modules():
         module.register(sub, common)
     return parser
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from steertui.cli.common import add_parser
 
+ORDER = 70
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_parser(sub, common, "data", "DPO datasets: validate (and generate, with a provider)")

@@ -14,6 +14,9 @@ from steertui.examples import EXAMPLES, bundled_root, render
 WORKSPACE_DIRS = ("data", "rubrics", "vector", "vector_evals", "logs")
 
 
+ORDER = 10
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_parser(sub, common, "init", "create a workspace: steertui.toml, dataset, rubric")
     p.add_argument("dir", metavar="DIR", help="directory to create or fill")

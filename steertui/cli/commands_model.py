@@ -8,6 +8,8 @@ from typing import Any
 
 from steertui.cli.common import add_parser
 
+ORDER = 85
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_parser(sub, common, "model", "models: prepare (convert/cache once), info")

@@ -8,6 +8,8 @@ from typing import Any
 
 from steertui.cli.common import add_parser, load, workspace
 
+ORDER = 20
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_parser(sub, common, "status", "show the matrix, jobs, GPUs and costs of the workspace")

@@ -9,6 +9,8 @@ from typing import Any
 
 from steertui.cli.common import add_parser, workspace
 
+ORDER = 80
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_parser(sub, common, "vector", "steering vectors: info, import, export")
