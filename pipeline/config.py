@@ -65,6 +65,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay on the vector (the study effectively ran 0)
     max_grad_norm: float = 1.0  # gradient clipping
     max_pairs: int = 0  # use only the first N training pairs (0 = all)
+    eval_pairs: int = 0  # evaluate each epoch on the first N test pairs (0 = the whole test set; CPU demos)
     max_length: int = 1024  # prompt + response tokens per sequence
     truncation: Literal["warn", "reject"] = "warn"  # a pair longer than max_length: keep its end, or refuse
     sign_mode: Literal["batch", "row"] = "batch"  # one random sign per micro-batch (study) or per row
@@ -80,7 +81,7 @@ class TrainConfig:
             _require(getattr(self, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.lr > 0, "train.lr", "must be > 0")
         _require(self.beta > 0, "train.beta", "must be > 0")
-        for key in ("warmup_steps", "max_pairs"):
+        for key in ("warmup_steps", "max_pairs", "eval_pairs"):
             _require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
         _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _require(self.max_grad_norm > 0, "train.max_grad_norm", "must be > 0")

@@ -19,13 +19,14 @@ DEMO = (
 # steered replies and (with a judge configured) scores them, in minutes on a laptop-class CPU.
 [[models]]
 name = "smollm2-135m"
-layers = [12]
+layers = [15]
 
 [train]
 epochs = 2
 batch_size = 4
-max_pairs = 64
-max_length = 320
+max_pairs = 32
+eval_pairs = 16
+max_length = 256
 warmup_steps = 2
 lr = 0.02
 
@@ -90,7 +91,8 @@ layers = [1, 2]
 epochs = 2
 batch_size = 4
 max_pairs = 16
-max_length = 256
+eval_pairs = 8
+max_length = 512
 warmup_steps = 1
 
 [generate]

@@ -1,0 +1,89 @@
+"""Single-process and multi-GPU (FSDP2) plumbing for the trainer.
+
+Launched by `accelerate launch --config_file pipeline/accelerate_fsdp.yaml -m pipeline.train ...` (or
+torchrun), each rank holds a shard of every decoder layer (`fully_shard`), while the steering vector
+is a small replicated parameter whose gradient is all-reduced by hand. Only the vector trains, so
+saving never needs the sharded model state: rank 0 writes the whole vector at any world size.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def device(self, requested: str) -> str:
+        if self.enabled and requested.startswith("cuda"):
+            return f"cuda:{self.local_rank}"
+        return requested
+
+    def all_reduce_mean(self, tensor: torch.Tensor) -> None:
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor /= self.world
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_dist(device: str) -> Dist:
+    """Join the process group when launched with several ranks (env from accelerate/torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return Dist(rank=rank, world=world, local_rank=local)
+
+
+def shard_model(model: Any, layers: Any, device: str) -> None:
+    """FSDP2: one shard group per decoder layer, and one for the root's own weights (embeddings, norm, head).
+
+    The root group is unsharded once and kept so, since the split forward calls the embedding, final norm
+    and head directly; they are frozen, so this costs memory for one copy of them and no communication.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    kwargs: dict[str, Any] = {}
+    if device.startswith("cuda"):
+        from torch.distributed.device_mesh import init_device_mesh
+
+        kwargs["mesh"] = init_device_mesh("cuda", (int(os.environ["WORLD_SIZE"]),))
+    for block in layers:
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+    model.unshard()
+
+
+def shard_rows(items: list[Any], d: Dist) -> list[Any]:
+    """This rank's share (round-robin), so ranks see disjoint rows."""
+    return items[d.rank :: d.world] if d.enabled else items
