@@ -27,7 +27,7 @@ from pipeline.data import load_pairs
 from pipeline.errors import Interrupted, VectorError
 from pipeline.models import LoadedModel, check_layer, load_model
 from pipeline.progress import NullReporter, Reporter
-from pipeline.train_dist import init_dist
+from pipeline.train_dist import init_dist, load_sharded
 from pipeline.train_engine import Engine
 from pipeline.train_state import (
     CHECKPOINT_NAME,
@@ -88,8 +88,13 @@ def run_train(job: TrainJob, reporter: Reporter | None = None) -> TrainResult:
     """Train (or resume) the vector for one (model, layer); returns what was written."""
     rep = reporter or NullReporter()
     start = time.monotonic()
-    d = init_dist(job.train.device if job.train.device != "auto" else _auto_device())
-    lm = load_model(job.model, device=d.device(_device(job)), dtype=job.train.dtype)
+    d = init_dist(_device(job))
+    device = d.device(_device(job))
+    lm = (
+        load_sharded(job.model, job.train.dtype, device, d)
+        if d.enabled
+        else load_model(job.model, device=device, dtype=job.train.dtype)
+    )
     check_layer(lm.model, job.layer, job.model)
     train_pairs = load_pairs(job.ws.train_path(job.behavior), limit=job.train.max_pairs)
     test_pairs = load_pairs(job.ws.test_path(job.behavior), limit=job.train.eval_pairs)

@@ -71,17 +71,44 @@ def shard_model(model: Any, layers: Any, device: str) -> None:
     The root group is unsharded once and kept so, since the split forward calls the embedding, final norm
     and head directly; they are frozen, so this costs memory for one copy of them and no communication.
     """
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    kwargs: dict[str, Any] = {}
-    if device.startswith("cuda"):
-        from torch.distributed.device_mesh import init_device_mesh
-
-        kwargs["mesh"] = init_device_mesh("cuda", (int(os.environ["WORLD_SIZE"]),))
+    mesh = init_device_mesh("cuda" if device.startswith("cuda") else "cpu", (dist.get_world_size(),))
     for block in layers:
-        fully_shard(block, **kwargs)
-    fully_shard(model, **kwargs)
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def load_sharded(name: str, dtype: str, device: str, d: Dist) -> Any:
+    """Load a model across ranks without a full copy per rank: rank 0 reads the weights, the others
+    build it on the meta device; after sharding, rank 0's tensors are broadcast shard by shard."""
+    import transformers
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    from pipeline.models import LoadedModel, decoder_layers, local_model_dir, pick_dtype, quiet_transformers
+
+    quiet_transformers()
+    source = str(local_model_dir(name) or name)
+    torch_dtype = pick_dtype(dtype, device)
+    config = transformers.AutoConfig.from_pretrained(source)
+    tok = transformers.AutoTokenizer.from_pretrained(source)
+    full: dict[str, Any] = {}
+    if d.main:
+        full = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).state_dict()
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    shard_model(model, decoder_layers(model), device)
+    model.to_empty(device=device)
+    rotary = model.model.rotary_emb
+    model.model.rotary_emb = type(rotary)(config=config).to(device)  # non-persistent buffers: rebuild
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    model.eval()
+    model.requires_grad_(False)
     model.unshard()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(name=name, model=model, tokenizer=tok, device=device, dtype=torch_dtype)
 
 
 def shard_rows(items: list[Any], d: Dist) -> list[Any]:

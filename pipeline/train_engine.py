@@ -21,7 +21,7 @@ from pipeline.errors import Interrupted
 from pipeline.models import LoadedModel
 from pipeline.progress import Reporter
 from pipeline.train_data import Example, PackedBatch, collate, length_buckets, tokenize_pairs
-from pipeline.train_dist import Dist, shard_model, shard_rows
+from pipeline.train_dist import Dist, shard_rows
 from pipeline.train_forward import HookedForward, SplitForward, supports_split
 from pipeline.train_state import examples_digest, load_reference, reference_cache_path, save_reference
 
@@ -51,8 +51,6 @@ class Engine:
         self.rep = reporter
         self.pad = int(lm.tokenizer.pad_token_id)
         self.split_path = supports_split(lm.model)
-        if d.enabled:
-            shard_model(lm.model, lm.model.model.layers, lm.device)
         if self.cfg.gradient_checkpointing and not self.split_path:
             lm.model.gradient_checkpointing_enable()
         self.forward = SplitForward(lm.model, job.layer, gradient_checkpointing=self.cfg.gradient_checkpointing)
@@ -62,8 +60,11 @@ class Engine:
 
     # -- preparation -------------------------------------------------------------------------------
     def prepare(self, train_pairs: Sequence[DPOPair], test_pairs: Sequence[DPOPair]) -> None:
-        self.train = self._split(train_pairs, "train")
-        self.test = self._split(test_pairs, "test")
+        self.prepare_examples(self._split(train_pairs, "train").examples, self._split(test_pairs, "test").examples)
+
+    def prepare_examples(self, train: list[Example], test: list[Example]) -> None:
+        """Reference pass (and prefix cache) over already tokenised examples."""
+        self.train, self.test = Split(train), Split(test)
         keep = self.split_path and self._prefix_fits()
         for split in (self.train, self.test):
             self._reference_pass(split, keep_prefix=keep)

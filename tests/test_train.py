@@ -156,3 +156,20 @@ def test_wrong_size_vector_refused(workspace: Path, tmp_path: Path) -> None:
     code, _, err = run_cli(*_train_args(workspace, "--epochs", "2"))
     assert code == 2 and "checkpoint vector has shape (10,)" in err
     assert not list(vdir.glob("vec_*"))
+
+
+def test_two_process_fsdp_on_cpu_saves_the_whole_vector(workspace: Path) -> None:
+    """The multi-GPU path (FSDP2 shards per layer, all-reduced vector) run on CPU with gloo."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STEERTUI_TRAIN_WARMUP_STEPS": "0"}
+    args = ["--workspace", str(workspace), "--model", "tiny-random", "--layer", "1", "--epochs", "1",
+            "--max-pairs", "8", "--device", "cpu"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.train", *args],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    vdir = workspace / "vector/relationship-seeking_tiny-random/layer1"
+    vec = load_vector(vdir / "vec_ep1_layer1.pt", hidden_size=64)
+    assert vec.norm() > 0
+    rows = [json.loads(x) for x in (vdir / "evaluation_metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["eval_rows"] == 8  # both ranks' shards of the eval set, counted once

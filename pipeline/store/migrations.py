@@ -197,3 +197,14 @@ def m003_scheduler(db: Any) -> None:
         pk="id",
     )
     db["events"].create_index(["job_id"])
+
+
+@migration
+def m004_judge_spend(db: Any) -> None:
+    """A running total of judge spending (settled costs plus in-flight reservations), so a budget check is
+    one row read inside the reserving transaction instead of a sum over the whole ledger."""
+    db["judge_spend"].create({"id": int, "total_usd": float}, pk="id")
+    db.execute(
+        "INSERT INTO judge_spend (id, total_usd) "
+        "SELECT 1, COALESCE(SUM(cost_usd), 0) + COALESCE(SUM(reserved_usd), 0) FROM ledger"
+    )

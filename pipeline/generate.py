@@ -1,0 +1,456 @@
+"""Steered generation (SPEC §4.2, §5.3): every test prompt × multiplier → `generations_ep<E>.jsonl`.
+
+    python -m pipeline.generate --workspace WS --model tiny-random --layer 1 --epoch 2 --max-prompts 3
+    steertui generate --model smollm2-135m --layer 12 --epoch 2 --multipliers=-1,0,1 --greedy
+
+Each row: the system prompt + the test row's conversation, rendered with the chat template and its
+generation header, answered under `multiplier × vector` added after decoder layer `layer`; sampled
+(T, top-p, top-k from `[generate]`, seeded per row) or greedy; at most `max_new_tokens`, ending early
+at the end-of-turn/EOS token (kept in `response_tokens`). Metrics, all under the row's own steering,
+natural-log means per token (null when no token is scored):
+- `avg_log_prob`: the reply's tokens fed alone (no prompt, no BOS), mean log p(r_t | r_<t) over
+  t = 2..n, as the study computed it; `perplexity` = exp(−avg_log_prob).
+- `chosen_logprob` / `rejected_logprob`: the test row's chosen / rejected reply tokenised with BOS and
+  no template, mean log-prob of tokens 2..n; `propensity` = chosen − rejected. Per (prompt, multiplier).
+- `perplexity_cond` = exp(−mean log p(r_t | prompt, r_<t)) over all reply tokens, under the model's
+  own distribution (before temperature/top-p).
+- `chosen_logprob_cond` / `rejected_logprob_cond`: mean log-prob of the reply + end-of-turn given the
+  rendered prompt; `propensity_cond` = their difference.
+`generation_id` = (index of the prompt in the test file) × len(multipliers) + (index of the
+multiplier), the study's prompt-major order over the full configured lists, so ids are stable
+across resumes and shards. The file is append-only, one writer at a time (a lock under
+`.steertui/locks`); a rerun skips (test_prompt_id, multiplier) pairs already present (a torn last line
+is dropped first), refuses to mix sampling settings, and once complete rewrites the file sorted by id.
+`--shard i/n` (0-based) takes prompts with index % n == i into `generations_ep<E>.shard<i>of<n>.jsonl`;
+`merge_shards` (or `--merge-shards n`) combines them into the final file, atomically and in id order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import Config
+from pipeline.errors import ConfigError, Interrupted, SteerError
+from pipeline.files import append_jsonl, atomic_write_text, dumps_row, iter_jsonl, repair_jsonl
+from pipeline.progress import NullReporter, Reporter
+from pipeline.workspace import Workspace, short_model_name
+
+if TYPE_CHECKING:
+    from pipeline.data import DPOPair
+    from pipeline.generate_engine import PromptInput, RowOutput
+    from pipeline.generate_sampling import Sampling
+
+SETTINGS = ("temperature", "top_p", "top_k", "greedy", "max_new_tokens", "seed")
+# CLI attribute -> dotted config key (flags the user typed override steertui.toml and env)
+FLAGS = {
+    "multipliers": "generate.multipliers",
+    "max_prompts": "generate.max_prompts",
+    "max_new_tokens": "generate.max_new_tokens",
+    "greedy": "generate.greedy",
+    "temperature": "generate.temperature",
+    "top_p": "generate.top_p",
+    "top_k": "generate.top_k",
+    "seed": "generate.seed",
+    "batch_size": "generate.batch_size",
+    "device": "generate.device",
+    "dtype": "generate.dtype",
+    "gpus": "generate.gpus",
+}
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Worker `index` of `count` (0-based); prompt k belongs to shard k % count."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not (self.count >= 1 and 0 <= self.index < self.count):
+            raise ConfigError(f"--shard: expected i/n with 0 <= i < n, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, _, count = text.partition("/")
+        try:
+            return cls(int(index), int(count))
+        except ValueError:
+            raise ConfigError(f"--shard: expected i/n such as 0/4, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """One (model, layer, epoch) generation run; settings come from `config.generate`."""
+
+    workspace: Workspace
+    config: Config
+    model: str
+    layer: int
+    epoch: int
+    shard: Shard = Shard()
+
+    @property
+    def final_path(self) -> Path:
+        return self.workspace.generations_path(self.model, self.layer, self.epoch)
+
+    @property
+    def path(self) -> Path:
+        """The file this job appends to: the final file, or its shard file."""
+        if self.shard.count == 1:
+            return self.final_path
+        return shard_path(self.final_path, self.shard)
+
+
+@dataclass
+class GenerateResult:
+    path: Path
+    planned: int  # rows this job is responsible for
+    written: int  # rows generated by this run
+    skipped: int  # rows already present (resume)
+    seconds: float
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.written + self.skipped >= self.planned
+
+
+@dataclass(frozen=True)
+class PlannedRow:
+    pair: int  # index of the prompt in the test file
+    prompt_id: int
+    multiplier: float
+    generation_id: int
+
+
+def shard_path(final: Path, shard: Shard) -> Path:
+    return final.with_name(f"{final.stem}.shard{shard.index}of{shard.count}.jsonl")
+
+
+def run_generate(job: GenerateJob, reporter: Reporter | None = None) -> GenerateResult:
+    """Generate the job's missing rows; bad input raises before any output file is created."""
+    from pipeline.data import load_pairs
+    from pipeline.vectors import load_vector
+
+    reporter = reporter or NullReporter()
+    start = time.monotonic()
+    cfg, gen = job.config, job.config.generate
+    pairs = load_pairs(job.workspace.test_path(cfg.behavior))
+    vector_path = job.workspace.vector_path(cfg.behavior, job.model, job.layer, job.epoch)
+    load_vector(vector_path)  # a missing or unreadable vector fails before the model loads
+    plan = plan_rows(pairs, gen.multipliers, gen.max_prompts, job.shard)
+    with writer_lock(job.workspace, job.path):
+        repair_jsonl(job.path)
+        done = done_keys(job, pairs)
+        pending = [row for row in plan if (row.prompt_id, row.multiplier) not in done]
+        result = GenerateResult(job.path, len(plan), 0, len(plan) - len(pending), 0.0)
+        reporter.message(
+            f"{short_model_name(job.model)} layer {job.layer} epoch {job.epoch}: {len(pending)} of {len(plan)} rows "
+            f"to generate ({result.skipped} already in {job.path.name})"
+        )
+        reporter.progress(result.skipped, result.planned)
+        if pending:
+            result.phases = _generate_pending(job, pairs, pending, vector_path, result, reporter)
+        if job.shard.count == 1 and result.complete:
+            sort_generations(job.path)
+    result.seconds = time.monotonic() - start
+    if job.path.exists():
+        reporter.artifact(str(job.path))
+    return result
+
+
+@contextmanager
+def writer_lock(ws: Workspace, path: Path) -> Iterator[None]:
+    """Exclusive right to append to `path` (released by the OS if the holder dies, SIGKILL included)."""
+    from filelock import FileLock, Timeout
+
+    rel = path.relative_to(ws.root) if path.is_relative_to(ws.root) else Path(path.name)
+    lock_path = ws.locks_dir / ("generate-" + "-".join(rel.parts) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(lock_path), timeout=0):
+            yield
+    except Timeout:
+        raise SteerError(f"{path}: another generation worker is writing it; wait for it or stop it") from None
+
+
+def plan_rows(
+    pairs: Sequence[DPOPair], multipliers: Sequence[float], max_prompts: int, shard: Shard
+) -> list[PlannedRow]:
+    """The study's prompt-major × multiplier order; ids count over the full test file and list."""
+    n_mult = len(multipliers)
+    chosen = range(min(len(pairs), max_prompts) if max_prompts > 0 else len(pairs))
+    return [
+        PlannedRow(k, pairs[k].prompt_id, float(m), k * n_mult + j)
+        for k in chosen
+        if k % shard.count == shard.index
+        for j, m in enumerate(multipliers)
+    ]
+
+
+def done_keys(job: GenerateJob, pairs: Sequence[DPOPair]) -> set[tuple[int, float]]:
+    """(test_prompt_id, multiplier) pairs already written, checked against this config's ids and settings."""
+    gen = job.config.generate
+    expected = {(p.prompt_id, float(m)): k * len(gen.multipliers) + j
+                for k, p in enumerate(pairs) for j, m in enumerate(gen.multipliers)}  # fmt: skip
+    settings = _settings(job.config)
+    sources = [job.path] if job.path == job.final_path else [job.final_path, job.path]
+    done: set[tuple[int, float]] = set()
+    for path in sources:
+        for row in iter_jsonl(path):
+            key = (int(row["test_prompt_id"]), float(row["multiplier"]))
+            if key in expected and row.get("generation_id") != expected[key]:
+                raise ConfigError(
+                    f"{path}: generation_id {row.get('generation_id')} for prompt {key[0]} at multiplier {key[1]} "
+                    f"does not match this test set and multiplier list (expected {expected[key]}); restore them, "
+                    "or move the file away to start over"
+                )
+            for name, value in settings.items():
+                if name in row and row[name] != value:
+                    raise ConfigError(
+                        f"{path}: rows were generated with {name}={row[name]!r}, this run has {value!r}; use the same "
+                        "settings to resume, or move the file away to start over"
+                    )
+            done.add(key)
+    return done
+
+
+def _settings(cfg: Config) -> dict[str, Any]:
+    gen = cfg.generate
+    return {name: getattr(gen, name) for name in SETTINGS}
+
+
+def _generate_pending(
+    job: GenerateJob,
+    pairs: Sequence[DPOPair],
+    pending: list[PlannedRow],
+    vector_path: Path,
+    result: GenerateResult,
+    reporter: Reporter,
+) -> dict[str, float]:
+    """Load the model, then generate `pending` in memory-sized batches, appending each batch."""
+    from pipeline.chat import stop_token_ids
+    from pipeline.generate_engine import GenerationEngine, RowInput, run_batches
+    from pipeline.generate_sampling import row_seed
+    from pipeline.vectors import load_vector
+
+    lm = _load(job)
+    vector = load_vector(vector_path, hidden_size=lm.hidden_size)
+    engine = GenerationEngine(lm.model, job.layer, vector, pad_id=int(lm.tokenizer.pad_token_id))
+    sampling = _sampling(job.config, tuple(stop_token_ids(lm.tokenizer)))
+    local = {k: i for i, k in enumerate(sorted({r.pair for r in pending}))}
+    prompts = [tokenize_pair(pairs[k], lm.tokenizer, job.config.system_prompt) for k in local]
+    seed = job.config.generate.seed
+    inputs = [RowInput(local[r.pair], r.multiplier, row_seed(seed, r.prompt_id, r.multiplier)) for r in pending]
+
+    def on_oom(rows: int) -> None:
+        reporter.message(f"out of memory; retrying with {rows} rows per batch")
+
+    for done, (batch, outs) in enumerate(
+        run_batches(engine, prompts, inputs, sampling, batch_size=job.config.generate.batch_size, on_oom=on_oom)
+    ):
+        rows = [make_row(job, pending[i], o, lm.tokenizer) for i, o in zip(batch, outs, strict=True)]
+        append_jsonl(job.path, rows)
+        result.written += len(batch)
+        reporter.progress(result.written + result.skipped, result.planned, rows_per_batch=len(batch), batch=done + 1)
+        if result.written < len(pending) and reporter.should_stop():
+            raise Interrupted(f"stopped after {result.written} rows; rerun to resume")
+    return engine.times.as_dict()
+
+
+def _load(job: GenerateJob) -> Any:
+    from pipeline.models import load_model, pick_device
+
+    gen = job.config.generate
+    gpus = gen.gpus
+    for spec in job.config.models:
+        if job.model in (spec.name, spec.short) and spec.generate_gpus:
+            gpus = spec.generate_gpus
+    device_map = "auto" if gpus > 1 and pick_device(gen.device) == "cuda" else None
+    return load_model(job.model, device=gen.device, dtype=gen.dtype, device_map=device_map)
+
+
+def _sampling(cfg: Config, stop_ids: tuple[int, ...]) -> Sampling:
+    from pipeline.generate_sampling import Sampling
+
+    gen = cfg.generate
+    return Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k, gen.greedy, stop_ids)
+
+
+def tokenize_pair(pair: DPOPair, tokenizer: Any, system_prompt: str) -> PromptInput:
+    """Token ids of one test row: chat prompt, replies for the conditioned metrics, and BOS + replies."""
+    from pipeline.chat import encode_prompt, encode_response, render_prompt
+    from pipeline.generate_engine import PromptInput
+
+    text = render_prompt(tokenizer, pair.messages(), system_prompt=system_prompt, prompt_format="chat")
+    return PromptInput(
+        prompt=tuple(encode_prompt(tokenizer, text)),
+        chosen=tuple(encode_response(tokenizer, pair.chosen)),
+        rejected=tuple(encode_response(tokenizer, pair.rejected)),
+        chosen_alone=tuple(with_bos(tokenizer, pair.chosen)),
+        rejected_alone=tuple(with_bos(tokenizer, pair.rejected)),
+    )
+
+
+def with_bos(tokenizer: Any, text: str) -> list[int]:
+    """`text` tokenised without a template, starting with BOS when the tokenizer has one (the study's form)."""
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is not None and (not ids or ids[0] != bos):
+        ids.insert(0, int(bos))
+    return ids
+
+
+def make_row(job: GenerateJob, planned: PlannedRow, out: RowOutput, tokenizer: Any) -> dict[str, Any]:
+    """One JSONL row in the study's schema plus the conditioned metrics and the sampling settings."""
+    return {
+        "test_prompt_id": planned.prompt_id,
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_name": short_model_name(job.model),
+        "epoch": job.epoch,
+        "layer": job.layer,
+        "multiplier": planned.multiplier,
+        "generation_id": planned.generation_id,
+        "response_str": tokenizer.decode(out.tokens, skip_special_tokens=True),
+        "response_tokens": out.tokens,
+        "avg_log_prob": out.logprob,
+        "perplexity": _exp_neg(out.logprob),
+        "chosen_logprob": out.chosen,
+        "rejected_logprob": out.rejected,
+        "propensity": _diff(out.chosen, out.rejected),
+        "perplexity_cond": _exp_neg(out.logprob_cond),
+        "chosen_logprob_cond": out.chosen_cond,
+        "rejected_logprob_cond": out.rejected_cond,
+        "propensity_cond": out.chosen_cond - out.rejected_cond,
+        **_settings(job.config),
+    }
+
+
+def _exp_neg(value: float | None) -> float | None:
+    """exp(−value), or None when undefined or too large for JSON."""
+    if value is None:
+        return None
+    try:
+        out = math.exp(-value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+# -- merging and ordering ----------------------------------------------------------------------------
+
+
+def merge_rows(sources: Iterable[Iterable[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows of all sources, one per (test_prompt_id, multiplier) (the first seen wins), by generation_id."""
+    seen: dict[tuple[int, float], dict[str, Any]] = {}
+    for rows in sources:
+        for row in rows:
+            seen.setdefault((int(row["test_prompt_id"]), float(row["multiplier"])), row)
+    return sorted(seen.values(), key=lambda r: (int(r["generation_id"]), int(r["test_prompt_id"])))
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(dumps_row(r) + "\n" for r in rows))
+
+
+def sort_generations(path: Path) -> bool:
+    """Rewrite `path` in generation_id order (atomically) unless it already is; True if rewritten."""
+    rows = list(iter_jsonl(path))
+    ids = [int(r["generation_id"]) for r in rows]
+    if ids == sorted(ids) and len(set(ids)) == len(ids):
+        return False
+    write_rows(path, merge_rows([rows]))
+    return True
+
+
+def merge_shards(final: Path, count: int, *, remove: bool = True) -> int:
+    """Merge `final` and its `count` shard files into `final` (atomic, id order); returns the row count."""
+    shards = [shard_path(final, Shard(i, count)) for i in range(count)]
+    rows = merge_rows([iter_jsonl(final), *(iter_jsonl(p) for p in shards)])
+    write_rows(final, rows)
+    if remove:
+        for path in shards:
+            path.unlink(missing_ok=True)
+    return len(rows)
+
+
+def merge_job_shards(job: GenerateJob, count: int) -> int:
+    """`merge_shards` for a job's final file, holding its writer lock."""
+    with writer_lock(job.workspace, job.final_path):
+        return merge_shards(job.final_path, count)
+
+
+# -- command line ------------------------------------------------------------------------------------
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    """ "a,b,c" -> floats (for --multipliers)."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `python -m pipeline.generate` and `steertui generate` (None = not typed)."""
+    parser.add_argument("--model", required=True, help="hub id, local directory, .gguf file or alias")
+    parser.add_argument("--layer", type=int, required=True, help="steering layer (0-based)")
+    parser.add_argument("--epoch", type=int, required=True, help="vector epoch to generate with")
+    parser.add_argument("--multipliers", type=parse_floats, help="comma-separated, e.g. --multipliers=-2,-1,0,1,2")
+    parser.add_argument("--max-prompts", type=int, help="only the first N test prompts (0 = all)")
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--greedy", action="store_const", const=True, help="greedy decoding instead of sampling")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--top-k", type=int, help="0 = off")
+    parser.add_argument("--seed", type=int, help="sampling seed (per row)")
+    parser.add_argument("--batch-size", type=int, help="rows per batch (0 = fit to free memory)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--gpus", type=int, help="GPUs for this worker (> 1 splits the model across them)")
+    parser.add_argument("--shard", default="0/1", metavar="I/N", help="generate prompts k with k %% N == I")
+    parser.add_argument("--merge-shards", type=int, metavar="N", help="merge N shard files into the final file")
+
+
+def run_from_args(args: argparse.Namespace, ws: Workspace, cfg: Config, reporter: Reporter) -> GenerateResult | None:
+    """The shared body of both entry points."""
+    job = GenerateJob(ws, cfg, args.model, args.layer, args.epoch, Shard.parse(args.shard))
+    if args.merge_shards:
+        n = merge_job_shards(job, args.merge_shards)
+        reporter.message(f"merged {args.merge_shards} shards: {n} rows in {job.final_path}")
+        return None
+    result = run_generate(job, reporter)
+    reporter.message(f"{result.written} rows written, {result.skipped} already present, {result.seconds:.1f}s")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.worker import base_parser, reporter_for, resolve_config, run_worker
+
+    parser = base_parser("python -m pipeline.generate", "Steered generations for every test prompt × multiplier.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        ws, cfg = resolve_config(args, FLAGS)
+        with reporter_for(ws, args.job_id) as reporter:
+            run_from_args(args, ws, cfg, reporter)
+
+    return run_worker(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
