@@ -18,6 +18,8 @@ from pipeline.chat import encode_prompt, encode_response, render_prompt
 from pipeline.data import DPOPair
 from pipeline.errors import DataError
 
+PAD_SEGMENT = 3
+
 
 @dataclass(frozen=True)
 class Example:
@@ -84,7 +86,7 @@ class PackedBatch:
 
     input_ids: torch.Tensor  # (B, T) right-padded
     position_ids: torch.Tensor  # (B, T) rejected restarts after the prompt
-    attention: torch.Tensor  # (B, 1, T, T) bool, True = may attend
+    segment: torch.Tensor  # (B, T) 0 prompt, 1 chosen, 2 rejected, 3 padding
     # Response tokens and the positions whose next-token logits predict them.
     chosen_pos: torch.Tensor  # (B, Rc) index into T of the predicting position
     chosen_tok: torch.Tensor  # (B, Rc)
@@ -95,8 +97,21 @@ class PackedBatch:
     row_index: torch.Tensor  # (B,) index of each example in its dataset (for cached reference values)
 
     def to(self, device: torch.device | str) -> PackedBatch:
-        moved = {k: v.to(device, non_blocking=True) for k, v in vars(self).items()}
+        """Copy to `device`; pinned first for CUDA so the copy never waits for queued kernels."""
+        pin = str(device).startswith("cuda")
+        moved = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in vars(self).items()}
         return PackedBatch(**moved)
+
+    def mask(self) -> torch.Tensor:
+        """(B, 1, T, T) bool, True = may attend: causal in packed order, rejected never sees chosen,
+        nothing sees padding, and padded queries see themselves (so no softmax row is empty)."""
+        seg = self.segment
+        t = seg.shape[1]
+        ar = torch.arange(t, device=seg.device)
+        allowed = (ar[None, :] <= ar[:, None])[None] & (seg != PAD_SEGMENT)[:, None, :]
+        allowed &= ~((seg == 2)[:, :, None] & (seg == 1)[:, None, :])
+        allowed |= torch.eye(t, dtype=torch.bool, device=seg.device)[None]
+        return allowed[:, None]
 
 
 def collate(examples: Sequence[Example], indices: Sequence[int], pad_id: int) -> PackedBatch:
@@ -107,7 +122,7 @@ def collate(examples: Sequence[Example], indices: Sequence[int], pad_id: int) ->
     b = len(examples)
     ids = torch.full((b, seq_len), pad_id, dtype=torch.long)
     pos = torch.zeros((b, seq_len), dtype=torch.long)
-    attn = torch.zeros((b, 1, seq_len, seq_len), dtype=torch.bool)
+    seg = torch.full((b, seq_len), PAD_SEGMENT, dtype=torch.uint8)
     cpos, ctok, cmask = (torch.zeros((b, max_c), dtype=torch.long) for _ in range(3))
     rpos, rtok, rmask = (torch.zeros((b, max_r), dtype=torch.long) for _ in range(3))
     for i, ex in enumerate(examples):
@@ -115,7 +130,7 @@ def collate(examples: Sequence[Example], indices: Sequence[int], pad_id: int) ->
         ids[i, : p + c + r] = torch.tensor(ex.prompt + ex.chosen + ex.rejected)
         pos[i, : p + c] = torch.arange(p + c)
         pos[i, p + c : p + c + r] = torch.arange(p, p + r)
-        _fill_mask(attn[i, 0], p, c, r, seq_len)
+        seg[i, :p], seg[i, p : p + c], seg[i, p + c : p + c + r] = 0, 1, 2
         cpos[i, :c] = torch.arange(p - 1, p + c - 1)
         ctok[i, :c] = torch.tensor(ex.chosen)
         cmask[i, :c] = 1
@@ -123,16 +138,7 @@ def collate(examples: Sequence[Example], indices: Sequence[int], pad_id: int) ->
         rpos[i, 1:r] = torch.arange(p + c, p + c + r - 1)
         rtok[i, :r] = torch.tensor(ex.rejected)
         rmask[i, :r] = 1
-    return PackedBatch(ids, pos, attn, cpos, ctok, cmask.bool(), rpos, rtok, rmask.bool(), torch.tensor(indices))
-
-
-def _fill_mask(mask: torch.Tensor, p: int, c: int, r: int, seq_len: int) -> None:
-    """Causal over [prompt|chosen], rejected sees prompt + itself causally; pads see only themselves."""
-    n = p + c + r
-    mask[:n, :n] = torch.tril(torch.ones((n, n), dtype=torch.bool))
-    mask[p + c : n, p : p + c] = False
-    idx = torch.arange(n, seq_len)
-    mask[idx, idx] = True  # padded queries attend to themselves so softmax never sees an empty row
+    return PackedBatch(ids, pos, seg, cpos, ctok, cmask.bool(), rpos, rtok, rmask.bool(), torch.tensor(indices))
 
 
 def sequence_logps(

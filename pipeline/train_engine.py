@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import psutil
 import torch
 
 from pipeline.bipo import bipo_loss
+from pipeline.crashpoints import crash_point
 from pipeline.data import DPOPair
 from pipeline.errors import Interrupted
 from pipeline.models import LoadedModel
@@ -28,18 +30,34 @@ from pipeline.train_state import examples_digest, load_reference, reference_cach
 if TYPE_CHECKING:
     from pipeline.train import TrainJob
 
+REPORT_EVERY_S = 1.0
 METRIC_KEYS = ("loss", "rewards_chosen", "rewards_rejected", "accuracies", "margins", "logps_chosen",
                "logps_rejected", "logits_chosen", "logits_rejected")  # fmt: skip
 
 
 class Split:
-    """One dataset split: examples, reference log-probs and (optionally) cached layer-L outputs."""
+    """One dataset split: examples, reference log-probs and (optionally) cached layer-L outputs.
+
+    The cache is one flat (tokens + 1, H) tensor; row `offsets[i] + t` is example i's position t and the
+    last row is zeros, for padding. A batch is then a single gather.
+    """
 
     def __init__(self, examples: list[Example]) -> None:
         self.examples = examples
         self.ref_chosen = torch.zeros(len(examples))
         self.ref_rejected = torch.zeros(len(examples))
-        self.prefix: list[torch.Tensor] | None = None
+        lengths = torch.tensor([e.packed_len for e in examples], dtype=torch.long)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+        self.prefix: torch.Tensor | None = None
+
+    def gather_index(self, idx: Sequence[int], width: int) -> torch.Tensor:
+        """(B, width) rows of the flat cache for a batch; padding points at the zero row."""
+        pad = int(self.offsets[-1])
+        index = torch.full((len(idx), width), pad, dtype=torch.long)
+        for r, i in enumerate(idx):
+            n = self.examples[i].packed_len
+            index[r, :n] = torch.arange(int(self.offsets[i]), int(self.offsets[i]) + n)
+        return index
 
 
 class Engine:
@@ -104,9 +122,11 @@ class Engine:
         )
         cached = load_reference(cache, n)
         if cached is not None and not keep_prefix:
-            split.ref_chosen, split.ref_rejected = cached
+            split.ref_chosen, split.ref_rejected = (t.to(self.lm.device) for t in cached)
             return
-        split.prefix = [torch.empty(0)] * n if keep_prefix else None
+        if keep_prefix:
+            rows = int(split.offsets[-1]) + 1
+            split.prefix = torch.zeros((rows, self.lm.hidden_size), dtype=self.lm.dtype, device=self.prefix_device)
         shard = not keep_prefix
         chosen, rejected = torch.zeros(n), torch.zeros(n)
         for idx, valid in rank_chunks(n, self.cfg.batch_size * 2, self.d, shard=shard):
@@ -117,13 +137,17 @@ class Engine:
             chosen[ids], rejected[ids] = rc.float().cpu()[keep], rr.float().cpu()[keep]
             if split.prefix is not None and h is not None:
                 for row, i in enumerate(idx):
-                    split.prefix[i] = _store(h[row, : split.examples[i].packed_len], self.prefix_device)
+                    start, n = int(split.offsets[i]), split.examples[i].packed_len
+                    split.prefix[start : start + n] = h[row, :n].to(self.prefix_device)
         if shard:
             self.d.all_reduce_sum(chosen)
             self.d.all_reduce_sum(rejected)
-        split.ref_chosen, split.ref_rejected = cached if cached is not None else (chosen, rejected)
+        chosen, rejected = cached if cached is not None else (chosen, rejected)
         if cached is None and self.d.main:
             save_reference(cache, chosen, rejected)
+        split.ref_chosen, split.ref_rejected = chosen.to(self.lm.device), rejected.to(self.lm.device)
+        if split.prefix is not None and self.prefix_device == "cpu" and torch.cuda.is_available():
+            split.prefix = split.prefix.pin_memory()
 
     @torch.no_grad()
     def _reference(self, batch: PackedBatch) -> tuple[torch.Tensor | None, Any]:
@@ -154,20 +178,27 @@ class Engine:
         mine = shard_rows(batches, self.d)
         signs_rng = random.Random(self.cfg.seed * 1_000_003 + epoch)
         total = self.steps_per_epoch() * self.cfg.epochs
-        for start in range(0, len(mine), self.cfg.grad_accum):
-            group = mine[start : start + self.cfg.grad_accum]
-            loss = 0.0
+        last_report, losses = time.monotonic(), []
+        groups = [mine[i : i + self.cfg.grad_accum] for i in range(0, len(mine), self.cfg.grad_accum)]
+        for n, group in enumerate(groups, start=1):
+            loss = torch.zeros((), device=self.lm.device)
             for idx in group:
-                signs = self._signs(signs_rng, len(idx))
-                out = self._loss(self.train, idx, vector, signs)
+                out = self._loss(self.train, idx, vector, self._signs(signs_rng, len(idx)))
                 (out.loss / len(group)).backward()
-                loss += out.loss.item() / len(group)
+                loss += out.loss.detach() / len(group)
             self._step(vector, opt, sched)
             self.global_step += 1
-            self.rep.progress(self.global_step, total, loss=loss, epoch=epoch, lr=sched.get_last_lr()[0],
-                              norm=float(vector.detach().norm()))  # fmt: skip
-            if self.rep.should_stop():
-                raise Interrupted(f"stopped during epoch {epoch}; rerun to resume from epoch {epoch - 1}")
+            crash_point(f"train_step:{self.global_step}")
+            losses.append(loss)
+            # Reading values from the GPU waits for it; do so only when a report is due.
+            if time.monotonic() - last_report >= REPORT_EVERY_S or n == len(groups):
+                last_report = time.monotonic()
+                mean = float(torch.stack(losses).mean())
+                losses = []
+                self.rep.progress(self.global_step, total, loss=mean, epoch=epoch, lr=sched.get_last_lr()[0],
+                                  norm=float(vector.detach().norm()))  # fmt: skip
+                if self.rep.should_stop():
+                    raise Interrupted(f"stopped during epoch {epoch}; rerun to resume from epoch {epoch - 1}")
 
     def _signs(self, rng: random.Random, n: int) -> torch.Tensor:
         if self.cfg.sign_mode == "row":
@@ -195,19 +226,16 @@ class Engine:
             logps = self.forward.upper(h, batch, signs[:, None, None] * vector[None, None, :])
         else:
             logps = HookedForward(self.lm.model, self.job.layer, vector).logps(batch, signs)
-        rc = split.ref_chosen[list(idx)].to(dev)
-        rr = split.ref_rejected[list(idx)].to(dev)
+        rc, rr = split.ref_chosen[batch.row_index], split.ref_rejected[batch.row_index]
         return bipo_loss(logps[0], logps[1], rc, rr, signs, self.cfg.beta), logps
 
     def _prefix(self, split: Split, idx: Sequence[int], batch: PackedBatch) -> torch.Tensor:
         if split.prefix is None:
             return self.forward.prefix(batch)
-        rows = [split.prefix[i] for i in idx]
-        h = torch.zeros((len(rows), batch.input_ids.shape[1], self.lm.hidden_size), dtype=self.lm.dtype)
-        h = h.to(self.lm.device)
-        for r, t in enumerate(rows):
-            h[r, : t.shape[0]] = t.to(self.lm.device, non_blocking=True)
-        return h
+        index = split.gather_index(idx, batch.input_ids.shape[1])
+        if split.prefix.device.type == "cpu":
+            return split.prefix[index].to(self.lm.device, non_blocking=True)
+        return split.prefix[index.to(split.prefix.device, non_blocking=True)]
 
     # -- evaluation --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -245,8 +273,3 @@ def rank_chunks(n: int, size: int, d: Dist, *, shard: bool) -> list[tuple[list[i
     valid = [True] * n + [False] * (per * d.world - n)
     mine, ok = padded[d.rank * per : (d.rank + 1) * per], valid[d.rank * per : (d.rank + 1) * per]
     return [(mine[i : i + size], ok[i : i + size]) for i in range(0, per, size)]
-
-
-def _store(t: torch.Tensor, device: str) -> torch.Tensor:
-    t = t.detach().to(device).clone()
-    return t.pin_memory() if device == "cpu" and torch.cuda.is_available() else t

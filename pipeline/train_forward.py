@@ -60,13 +60,13 @@ class SplitForward:
     def prefix(self, batch: PackedBatch) -> torch.Tensor:
         """Output of layer L with the vector off: (B, T, H)."""
         h = self.inner.embed_tokens(batch.input_ids)
-        mask = attention_mask_for(self.model, batch.attention, h.dtype)
+        mask = attention_mask_for(self.model, batch.mask(), h.dtype)
         return self._run(self.layers[: self.layer + 1], h, batch, mask)
 
     def upper(self, h_layer: torch.Tensor, batch: PackedBatch, delta: torch.Tensor | None) -> LogpOut:
         """Response log-probs from layer L's output plus `delta` ((B, 1, H) or None for the reference)."""
         h = h_layer if delta is None else h_layer + delta.to(h_layer.dtype)
-        mask = attention_mask_for(self.model, batch.attention, h.dtype)
+        mask = attention_mask_for(self.model, batch.mask(), h.dtype)
         h = self._run(self.layers[self.layer + 1 :], h, batch, mask)
         h = self.inner.norm(h)
         return self._logps(h, batch)
@@ -98,7 +98,7 @@ class HookedForward:
         self.steering.set_multipliers(multipliers)
         self.steering.install()
         try:
-            mask = attention_mask_for(self.model, batch.attention, self.model.dtype)
+            mask = attention_mask_for(self.model, batch.mask(), self.model.dtype)
             kinds = set(getattr(self.model.config, "layer_types", None) or ["full_attention"])
             # A 4D mask is used as given; models with several attention kinds take one per kind.
             given: Any = mask if kinds == {"full_attention"} else dict.fromkeys(kinds, mask)

@@ -91,18 +91,11 @@ def test_training_writes_vectors_metrics_and_moves_the_vector(workspace: Path) -
     assert side["epoch"] == 2 and side["layer"] == 1 and side["model"] == "tiny-random"
 
 
-def _run_until_killed(args: list[str], marker: Path) -> None:
-    """Start training, SIGKILL it as soon as `marker` exists (epoch 1 saved, epoch 2 running)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "steertui", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if marker.exists() and line.startswith("[") and "epoch=2" in line:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed in epoch 2"
+def _run_killed_at(args: list[str], point: str) -> None:
+    """Run training and SIGKILL it at a named step (a real signal at a precise moment)."""
+    env = {**os.environ, "STEERTUI_TEST_CRASH_AT": point}
+    proc = subprocess.run([sys.executable, "-m", "steertui", *args], env=env, capture_output=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
 
 def test_resume_after_sigkill_equals_uninterrupted(workspace: Path, tmp_path: Path) -> None:
@@ -112,7 +105,8 @@ def test_resume_after_sigkill_equals_uninterrupted(workspace: Path, tmp_path: Pa
     assert run_cli(*_train_args(other, *common))[0] == 0
 
     vdir = workspace / "vector/relationship-seeking_tiny-random/layer1"
-    _run_until_killed(_train_args(workspace, *common), vdir / "vec_ep1_layer1.pt")
+    _run_killed_at(_train_args(workspace, *common), "train_step:8")  # 6 steps per epoch: mid epoch 2
+    assert (vdir / "vec_ep1_layer1.pt").exists() and not (vdir / "vec_ep2_layer1.pt").exists()
     code, out, err = run_cli(*_train_args(workspace, *common))
     assert code == 0, err
     assert "resuming after epoch 1" in out + err
