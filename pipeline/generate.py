@@ -449,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with reporter_for(ws, args.job_id) as reporter:
             run_from_args(args, ws, cfg, reporter)
 
-    return run_worker(body)
+    return run_worker(body, args)
 
 
 if __name__ == "__main__":

@@ -263,7 +263,7 @@ class GenerationEngine:
         lengths = torch.tensor([len(ps[u].prompt) for u in row_u])
         key_valid = torch.ones(n, cache.slots, dtype=torch.bool)
         key_valid[:, :pm] = torch.arange(pm)[None, :] >= (pm - lengths)[:, None]
-        key_valid = key_valid.to(self.stack.device)
+        key_bias = torch.zeros(n, cache.slots).masked_fill_(~key_valid, float("-inf")).to(self.stack.device)
         groups = _decode_groups(lengths.tolist(), pm)
         positions = lengths.to(self.stack.device)
         uniforms = row_uniforms([r.seed for r in rows], steps, dev)
@@ -282,7 +282,7 @@ class GenerationEngine:
                 finished |= torch.isin(tok, stop)
             if t == steps - 1 or (stop.numel() and done % FINISH_CHECK_EVERY == 0 and bool(finished.all())):
                 break
-            raw = self._step(tok, positions + t, pm + t, key_valid, delta, cache, groups)
+            raw = self._step(tok, positions + t, pm + t, key_bias, delta, cache, groups)
         self.times.steps += done
         return tokens[:, :done].cpu(), lps[:, :done].cpu()
 
@@ -291,14 +291,15 @@ class GenerationEngine:
         tok: torch.Tensor,
         positions: torch.Tensor,
         slot: int,
-        key_valid: torch.Tensor,
+        key_bias: torch.Tensor,
         delta: torch.Tensor,
         cache: SlotCache,
         groups: list[tuple[int, int, int]],
     ) -> torch.Tensor:
+        """Logits after feeding one token per row at cache `slot`; `key_bias` (rows, slots) is 0 or -inf."""
         stack, cut = self.stack, self.layer + 1
         pos = positions[:, None]
-        mask = key_valid[:, None, None, : slot + 1]
+        mask = key_bias[:, None, None, : slot + 1]
         cache.decode(slot)
         hidden = stack.embed_ids(tok[:, None])
         rope = stack.rope(hidden, pos)

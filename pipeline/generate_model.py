@@ -2,7 +2,7 @@
 
 - `Stack`: runs a Llama-family causal LM layer by layer, so the layers up to the steering layer can run
   once per prompt and the layers above it once per (prompt, multiplier) row. It calls the model's own
-  decoder-layer modules with explicit 4-D boolean masks and position ids; `check_stack` proves on a
+  decoder-layer modules with explicit 4-D masks and position ids; `check_stack` proves on a
   tiny input that this reproduces the model's own forward (a model family that differs, e.g. Gemma's
   scaled embeddings, is refused rather than silently mis-generated).
 - `SlotCache`: a preallocated K/V cache written at explicit slots (prefill chunks into their rows,
@@ -62,13 +62,19 @@ def gqa_decode_attention(
 def _decode_rows(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """(rows, 1, heads, head_dim) output; each K/V head is read once for its whole query group."""
+    """(rows, 1, heads, head_dim) output; each K/V head is read once for its whole query group.
+
+    `mask` (rows, 1, 1, slots) is boolean, or an additive fp32 0/-inf bias (fewer kernels per step).
+    """
     b, h, _, d = query.shape
     kvh = key.shape[1]
     q = query.reshape(b, kvh, h // kvh, d)
     # scores in the model dtype, softmax in fp32: the precision of HF's eager attention
-    scores = torch.matmul(q, key.transpose(-1, -2)).float() * scale
-    scores = scores.masked_fill(~mask, float("-inf"))  # mask (rows, 1, 1, slots) broadcasts
+    scores = torch.matmul(q, key.transpose(-1, -2))
+    if mask.dtype == torch.bool:
+        scores = scores.float().mul_(scale).masked_fill_(~mask, float("-inf"))
+    else:
+        scores = torch.add(mask, scores.float(), alpha=scale)
     out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (rows, kv_heads, group, head_dim)
     return out.reshape(b, 1, h, d)
 

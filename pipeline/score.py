@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with reporter_for(ws, args.job_id) as reporter:
             run_score(ScoreJob(ws, config, args.model, args.layer, args.epoch, args.task), reporter)
 
-    return run_worker(body)
+    return run_worker(body, args)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser("python -m pipeline.train", "Train a BiPO steering vector for one (model, layer).")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    return run_worker(lambda: run(args))
+    return run_worker(lambda: run(args), args)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -58,18 +58,34 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_worker(body: Callable[[], Any]) -> int:
-    """Run a stage body with the exit-code contract; SIGTERM is treated like Ctrl-C."""
+def run_worker(body: Callable[[], Any], args: argparse.Namespace | None = None) -> int:
+    """Run a stage body with the exit-code contract; SIGTERM is treated like Ctrl-C.
+
+    With `--job-id`, the exit code and error are also written to the job's row, so a scheduler that
+    re-adopted this worker (and so cannot wait for it) still learns how it ended.
+    """
     signal.signal(signal.SIGTERM, _interrupt)
+    code, error = 0, ""
     try:
         body()
     except SteerError as exc:
+        code, error = exc.exit_code, exc.message
         print(f"error: {exc.message}", file=sys.stderr, flush=True)
-        return exc.exit_code
     except KeyboardInterrupt:
+        code, error = 130, "interrupted"
         print("interrupted", file=sys.stderr, flush=True)
-        return 130
-    except Exception:
+    except Exception as exc:
+        code, error = 1, f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
-        return 1
-    return 0
+    job_id = getattr(args, "job_id", None)
+    if job_id is not None:
+        _record_exit(Workspace(resolve_workspace(args.workspace)), job_id, code, error)  # type: ignore[union-attr]
+    return code
+
+
+def _record_exit(ws: Workspace, job_id: int, code: int, error: str) -> None:
+    from pipeline.store import open_store
+    from pipeline.store.jobs import record_exit
+
+    with open_store(ws.db_path) as store:
+        record_exit(store, job_id, code, error)

@@ -24,6 +24,15 @@ def record_event(store: Store, job_id: int | None, kind: str, message: str) -> N
         )
 
 
+def record_exit(store: Store, job_id: int, code: int, error: str) -> None:
+    """The worker's own account of how it ended (the scheduler decides the job's state)."""
+    with store.tx():
+        store.conn.execute(
+            "UPDATE jobs SET exit_code = ?, error = ?, heartbeat_at = ? WHERE id = ?",
+            (code, error[:2000], time.time(), job_id),
+        )
+
+
 @dataclass
 class StoreReporter:
     """A `Reporter` that writes a job's progress into its `jobs` row (and echoes to another reporter)."""

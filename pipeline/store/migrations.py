@@ -208,3 +208,9 @@ def m004_judge_spend(db: Any) -> None:
         "INSERT INTO judge_spend (id, total_usd) "
         "SELECT 1, COALESCE(SUM(cost_usd), 0) + COALESCE(SUM(reserved_usd), 0) FROM ledger"
     )
+
+
+@migration
+def m005_job_control(db: Any) -> None:
+    """Cancel requests travel through the store, so a viewer can ask the scheduler to stop a job."""
+    db["jobs"].add_column("cancel_requested_at", float)
