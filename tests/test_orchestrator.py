@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from pipeline.config_load import load_config
 from pipeline.store import open_store
 from pipeline.workspace import Workspace
@@ -250,7 +248,7 @@ def test_chaos_ten_random_kills_lose_nothing_and_pay_nothing_twice(tmp_path: Pat
         while kills < 10:
             proc = start_run(chaos, env)
             target = _events(chaos) + rng.randint(1, 4)
-            wait_for(lambda: _events(chaos) >= target or proc.poll() is not None, what="scheduler events")
+            wait_for(lambda t=target, p=proc: _events(chaos) >= t or p.poll() is not None, what="scheduler events")
             if proc.poll() is not None:
                 break
             running = [r for r in jobs(chaos) if r["state"] == "running" and r["pid"]]
