@@ -62,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layer", type=int, default=None, help="steering layer (default 15; tiny 2)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 100; tiny 8")
     p.add_argument("--batch-size", type=int, default=0, help="rows per batch for our path (0 = fit to memory)")
+    p.add_argument("--profile", type=Path, default=None, help="also write a kernel breakdown of our path here")
+    p.add_argument("--skip-study", action="store_true", help="skip the study loop (profiling runs)")
     return p.parse_args()
 
 
@@ -270,9 +272,18 @@ def main() -> int:
         ],
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    result |= run_study(model, layer, vec, prompts, STUDY_MULTIPLIERS, args, items, new, device)
-    log(f"study: {result['study_ms_per_reply']:.0f} ms/reply over {result['study_items']} items")
+    if not args.skip_study:
+        result |= run_study(model, layer, vec, prompts, STUDY_MULTIPLIERS, args, items, new, device)
+        log(f"study: {result['study_ms_per_reply']:.0f} ms/reply over {result['study_items']} items")
     result |= run_ours(engine, prompts, STUDY_MULTIPLIERS, args, new, device)
+    if args.profile is not None:
+        from benchmarks.profiling import profile_to
+
+        few = argparse.Namespace(**{**vars(args), "batch_size": 0})
+        profile_to(args.profile, "ours: 8 prompts x 21 multipliers",
+                   lambda: run_ours(engine, prompts[:8], STUDY_MULTIPLIERS, few, new, device))  # fmt: skip
+    if args.skip_study:
+        result["study_ms_per_reply"] = float("nan")
     result["sampling_ms_per_step"] = sampling_ms(max(result["rows_per_batch"]), shape["vocab_size"], dtype, device)
     result["speedup"] = result["study_ms_per_reply"] / result["ours_ms_per_reply"]
     result["target_ms_per_reply"] = TARGET_MS_PER_REPLY

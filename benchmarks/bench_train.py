@@ -146,6 +146,25 @@ def time_study(recipe: StudyRecipe, examples: list[Example], steps: int, pad: in
     return (time.perf_counter() - t0) / steps
 
 
+def profile_steps(path: Path, engine: Engine, recipe: StudyRecipe, examples: list[Example]) -> None:
+    from benchmarks.profiling import profile_to
+
+    dev = engine.lm.device
+    vec = torch.nn.Parameter(torch.zeros(engine.lm.hidden_size, device=dev))
+
+    def ours() -> None:
+        for step in range(4):
+            idx = list(range(step * 4, step * 4 + 4))
+            engine._loss(engine.train, idx, vec, torch.full((4,), 1.0)).loss.backward()
+
+    def study() -> None:
+        for step in range(4):
+            recipe.loss(examples[step * 4 : step * 4 + 4], 1.0, 0).loss.backward()
+
+    profile_to(path, "ours: 4 micro-batches fwd+bwd", ours)
+    profile_to(path, "study: 4 micro-batches fwd+bwd", study)
+
+
 def single(args: argparse.Namespace) -> dict[str, Any]:
     device = "cpu" if args.tiny else "cuda"
     dtype = torch.float32 if args.tiny else torch.bfloat16
@@ -171,6 +190,8 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
         log(f"study: {study_s * 1000:.1f} ms/step, peak {study_peak:.2f} GiB")
         recipe.steering.vector.data.zero_()
         diffs = loss_agreement(engine, recipe, examples, 5, 0)
+        if args.profile is not None:
+            profile_steps(args.profile, engine, recipe, examples)
     return {
         "card": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "shape": "tiny" if args.tiny else "Llama-3.1-8B (random bf16 weights)",
@@ -232,6 +253,7 @@ def main() -> None:
     parser.add_argument("--fsdp", action="store_true", help="FSDP2 run under torchrun/accelerate")
     parser.add_argument("--pairs", type=int, default=64, help="synthetic training pairs (an epoch = pairs/4 steps)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", type=Path, default=None, help="also write kernel breakdowns of both recipes here")
     args = parser.parse_args()
     result = fsdp(args) if args.fsdp else single(args)
     if result is None:
