@@ -69,8 +69,8 @@ def synthetic(n: int, prompt: int, answer: int, vocab: int, seed: int) -> list[E
     return [Example(i, ids(prompt), ids(answer), ids(answer)) for i in range(n)]
 
 
-def make_engine(lm: LoadedModel, layer: int, batch: int, root: Path, d: Any) -> Engine:
-    cfg = TrainConfig(epochs=2, batch_size=batch, warmup_steps=0, lr=5e-4)
+def make_engine(lm: LoadedModel, layer: int, batch: int, root: Path, d: Any, *, compile: bool = False) -> Engine:
+    cfg = TrainConfig(epochs=2, batch_size=batch, warmup_steps=0, lr=5e-4, compile=compile)
     job = TrainJob(root=root, behavior="bench", model="bench", layer=layer, system_prompt="", train=cfg)
     return Engine(lm, job, d, NullReporter())
 
@@ -181,6 +181,17 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
         prep, ours_s, steps, _ = time_ours(engine, examples, device)
         ours_peak = peak_gib(device)
         log(f"ours: {ours_s * 1000:.1f} ms/step over {steps} steps, prep {prep:.2f}s, peak {ours_peak:.2f} GiB")
+        compiled_s = None
+        if device == "cuda" and not args.no_compile:
+            try:
+                compiled = make_engine(lm, layer, 4, Path(tmp), d, compile=True)
+                compiled_s = time_ours(compiled, examples, device)[1]
+                log(f"ours with train.compile: {compiled_s * 1000:.1f} ms/step")
+            except Exception as exc:  # report, do not lose the rest of the run
+                log(f"train.compile failed: {type(exc).__name__}: {exc}")
+            finally:
+                compiled = None
+                torch.cuda.empty_cache()
         reference = copy.deepcopy(model)
         vector = torch.nn.Parameter(torch.zeros(shape["hidden_size"], device=device))
         recipe = StudyRecipe(model, reference, layer, vector, beta=0.1)
@@ -199,7 +210,8 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
         "study_s_per_step": study_s, "ours_s_per_step": ours_s, "speedup": study_s / ours_s,
         "study_peak_gib": study_peak, "ours_peak_gib": ours_peak,
         "memory_ratio": ours_peak / study_peak if study_peak else None,
-        "ours_one_time_prep_s": prep, "loss_diffs_first_steps": diffs, "max_abs_loss_diff": max(diffs),
+        "ours_one_time_prep_s": prep, "ours_compiled_s_per_step": compiled_s,
+        "speedup_compiled": study_s / compiled_s if compiled_s else None, "loss_diffs_first_steps": diffs, "max_abs_loss_diff": max(diffs),
         "torch": torch.__version__,
     }  # fmt: skip
 
@@ -254,6 +266,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=64, help="synthetic training pairs (an epoch = pairs/4 steps)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--profile", type=Path, default=None, help="also write kernel breakdowns of both recipes here")
+    parser.add_argument("--no-compile", action="store_true", help="skip the train.compile variant")
     args = parser.parse_args()
     result = fsdp(args) if args.fsdp else single(args)
     if result is None:

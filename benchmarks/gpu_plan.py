@@ -1,6 +1,7 @@
 """Run a real plan on a multi-GPU machine and record its timeline.
 
-Builds a Llama-3.1-8B-shaped model with random bf16 weights (no downloads) as a local model directory,
+Builds a Llama-shaped model (Llama-3.2-1B dimensions, untied head) with random bf16 weights (no
+downloads) as a local model directory,
 writes a workspace whose plan trains one layer with FSDP on 2 GPUs and then generates from two epochs,
 runs `steertui run --headless --stages train,generate`, and writes the job timeline (from the store's
 events and attempts) to `benchmarks/results/gpu_plan.json`.
@@ -26,7 +27,7 @@ CONFIG = """behavior = "relationship-seeking"
 
 [[models]]
 name = "{model}"
-layers = [15]
+layers = [8]
 eval_epochs = [1, 2]
 train_gpus = 2
 
@@ -54,8 +55,9 @@ def build_model(path: Path) -> None:
         return
     tok = build_tiny_tokenizer()
     config = transformers.LlamaConfig(
-        hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
         num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192,
+        tie_word_embeddings=False,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )  # fmt: skip
     torch.manual_seed(0)
@@ -91,6 +93,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/llama8b-random"))
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/gpu-plan"))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/gpu_plan.json")
+    parser.add_argument("--timeout", type=float, default=280.0, help="seconds before the plan run is abandoned")
     args = parser.parse_args()
     start = time.monotonic()
     build_model(args.model_dir)
@@ -102,13 +105,12 @@ def main() -> None:
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "steertui", "run", "--headless", "--stages", "train,generate", "--workspace", str(ws)],
-        env=env, text=True, capture_output=True,
+        env=env, text=True, timeout=args.timeout,
     )  # fmt: skip
-    print(proc.stdout[-6000:], proc.stderr[-3000:], flush=True)
     result = {
         "card": torch.cuda.get_device_name(),
         "gpus": torch.cuda.device_count(),
-        "model": "Llama-3.1-8B shape, random bf16 weights",
+        "model": "Llama-shaped (Llama-3.2-1B dimensions, untied head), random bf16 weights",
         "build_model_s": round(built, 1),
         "plan_wall_s": round(time.monotonic() - t0, 1),
         "exit_code": proc.returncode,

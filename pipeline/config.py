@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.errors import ConfigError
+from pipeline.prompting_spec import (
+    LEVEL_COUNTS,
+    VECTOR,
+    ProviderSpec,
+    VectorSpec,
+    level_multipliers,
+    level_of,
+    parse_provider,
+    parse_vector,
+)
 from pipeline.workspace import short_model_name
 
 # The study's 21 multipliers (SPEC §4.2).
@@ -71,6 +81,7 @@ class TrainConfig:
     sign_mode: Literal["batch", "row"] = "batch"  # one random sign per micro-batch (study) or per row
     prompt_format: Literal["chat", "seed"] = "chat"  # "seed" = the study's header-less training prompt
     gradient_checkpointing: bool = False  # trade compute for activation memory
+    compile: bool = False  # torch.compile the layers above L (CUDA; fuses norms, rotary and activations)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = float32 on CPU, bfloat16 on GPU
     gpus: int = 1  # GPUs per training job (> 1 = FSDP through accelerate)
@@ -221,6 +232,74 @@ class SlurmConfig:
 
 
 @dataclass(frozen=True)
+class PromptingConfig:
+    """Prompting experiments (SPEC §4.4): prompted frontier models vs the steering vector."""
+
+    providers: tuple[str, ...] = ()  # "[label=]anthropic:MODEL" / "[label=]openai:MODEL"; empty = no prompting cells
+    experiments: tuple[Literal["steerability", "stability"], ...] = ("steerability", "stability")
+    levels: int = 7  # "Level k of N": 7 levels <-> multipliers -1.5..1.5, 9 levels <-> -2..2
+    examples: int = 3  # few-shot level examples (from the rubric) in each system prompt
+    max_prompts: int = 0  # exp1 test prompts: the first N; 0 = the same as generate.max_prompts
+    max_tokens: int = 100  # per reply (prompted models and the steered model in exp2)
+    temperature: float = 1.0  # prompted models' sampling temperature
+    base_url: str = ""  # an OpenAI-compatible endpoint for the prompted models; empty = the provider's default
+    vector: str = ""  # "MODEL:LAYER:EPOCH": ranked against the prompted models, and the local model of exp2
+    stability_with: tuple[str, ...] = ()  # exp2: provider labels and/or "vector"; empty = all providers + vector
+    stability_multipliers: tuple[float, ...] = (-1.5, 0.0, 1.5)  # exp2 multipliers (API models: their levels)
+    themes: tuple[str, ...] = ()  # exp2 themes from the rubric's [persona]; empty = all
+    seed: int = 0  # few-shot choice and the steered model's sampling
+
+    def __post_init__(self) -> None:
+        _require(self.levels in LEVEL_COUNTS, "prompting.levels", f"must be 7 or 9, got {self.levels}")
+        _require(self.examples >= 1, "prompting.examples", "must be >= 1")
+        _require(self.max_prompts >= 0, "prompting.max_prompts", "must be >= 0")
+        _require(self.max_tokens >= 1, "prompting.max_tokens", "must be >= 1")
+        _require(self.temperature >= 0, "prompting.temperature", "must be >= 0")
+        labels = [p.label for p in self.provider_specs()]
+        _require(len(set(labels)) == len(labels), "prompting.providers", "two providers share a label; add label=")
+        self.vector_spec()
+        mults = self.stability_multipliers
+        _require(len(mults) > 0, "prompting.stability_multipliers", "must list at least one multiplier")
+        _require(len(set(mults)) == len(mults), "prompting.stability_multipliers", "duplicate multiplier")
+        _require(all(math.isfinite(m) for m in mults), "prompting.stability_multipliers", "must be finite")
+        for name in self.stability_with:
+            allowed = [*labels, VECTOR]
+            _require(name in allowed, "prompting.stability_with", f"{name!r} is not one of {', '.join(allowed)}")
+        _require(VECTOR not in self.stability_with or bool(self.vector), "prompting.stability_with",
+                 '"vector" needs prompting.vector = "MODEL:LAYER:EPOCH"')  # fmt: skip
+        if any(w != VECTOR for w in self.stability_who()):
+            bad = [m for m in mults if level_of(m, self.levels) is None]
+            levels = ", ".join(f"{m:g}" for m in level_multipliers(self.levels))
+            _require(not bad, "prompting.stability_multipliers",
+                     f"{bad[0] if bad else 0:g} is no level's multiplier (levels stand for {levels})")  # fmt: skip
+
+    def provider_specs(self) -> tuple[ProviderSpec, ...]:
+        out = []
+        for i, entry in enumerate(self.providers):
+            try:
+                out.append(parse_provider(entry))
+            except ValueError as exc:
+                raise ConfigError(f"prompting.providers[{i}]: {exc}") from None
+        return tuple(out)
+
+    def vector_spec(self) -> VectorSpec | None:
+        if not self.vector:
+            return None
+        try:
+            return parse_vector(self.vector)
+        except ValueError as exc:
+            raise ConfigError(f"prompting.vector: {exc}") from None
+
+    def stability_who(self) -> tuple[str, ...]:
+        """Who exp2 runs with: provider labels and/or "vector"."""
+        if "stability" not in self.experiments:
+            return ()
+        if self.stability_with:
+            return self.stability_with
+        return (*(p.label for p in self.provider_specs()), *((VECTOR,) if self.vector else ()))
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole workspace configuration."""
 
@@ -234,6 +313,7 @@ class Config:
     prices: dict[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    prompting: PromptingConfig = field(default_factory=PromptingConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.behavior.strip()), "behavior", "must not be empty")

@@ -68,7 +68,11 @@ class TrainJob:
 
     def config_hash(self) -> str:
         """What makes two runs the same run (epochs excluded, so a run can be extended)."""
-        train = {k: v for k, v in asdict(self.train).items() if k not in ("epochs", "eval_pairs", "device", "gpus")}
+        train = {
+            k: v
+            for k, v in asdict(self.train).items()
+            if k not in ("epochs", "eval_pairs", "device", "gpus", "compile")
+        }
         data = [self.ws.train_path(self.behavior), self.ws.test_path(self.behavior)]
         digests = [hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.exists() else "" for p in data]
         blob = json.dumps([self.model, self.layer, self.behavior, self.system_prompt, train, digests], sort_keys=True)

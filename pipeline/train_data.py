@@ -142,13 +142,16 @@ def collate(examples: Sequence[Example], indices: Sequence[int], pad_id: int) ->
 
 
 def sequence_logps(
-    logits_at: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
+    logits_at: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, *, with_mean: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed token log-probs per row, and the mean logit (the study's `logits/*` metric)."""
-    logp = torch.log_softmax(logits_at.float(), dim=-1)
-    tok_logp = torch.gather(logp, -1, tokens.unsqueeze(-1)).squeeze(-1)
+    """Summed token log-probs per row, and the mean logit (the study's `logits/*` metric, skipped when
+    `with_mean` is False: it costs a full pass over the vocabulary and training steps do not log it)."""
+    logits = logits_at.float()
+    tok_logp = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     tok_logp = tok_logp.masked_fill(~mask, 0.0)
-    mean_logit = (logits_at.float().mean(-1) * mask).sum() / mask.sum().clamp(min=1)
+    if not with_mean:
+        return tok_logp.sum(-1), torch.zeros((), device=logits.device)
+    mean_logit = (logits.mean(-1) * mask).sum() / mask.sum().clamp(min=1)
     return tok_logp.sum(-1), mean_logit
 
 

@@ -71,7 +71,10 @@ class Engine:
         self.split_path = supports_split(lm.model)
         if self.cfg.gradient_checkpointing and not self.split_path:
             lm.model.gradient_checkpointing_enable()
-        self.forward = SplitForward(lm.model, job.layer, gradient_checkpointing=self.cfg.gradient_checkpointing)
+        compile_upper = self.cfg.compile and lm.device.startswith("cuda")
+        self.forward = SplitForward(
+            lm.model, job.layer, gradient_checkpointing=self.cfg.gradient_checkpointing, compile=compile_upper
+        )
         self.global_step = 0
         self.train: Split
         self.test: Split

@@ -39,13 +39,15 @@ def attention_mask_for(model: Any, mask: torch.Tensor, dtype: torch.dtype) -> to
 class SplitForward:
     """Runs a Llama-style model in two parts around the steering layer."""
 
-    def __init__(self, model: Any, layer: int, *, gradient_checkpointing: bool = False) -> None:
+    def __init__(self, model: Any, layer: int, *, gradient_checkpointing: bool = False, compile: bool = False) -> None:
         self.model = model
         self.layer = layer
         self.inner = model.model
         self.layers = decoder_layers(model)
         self.lm_head = model.get_output_embeddings()
         self.checkpointing = gradient_checkpointing
+        upper = list(self.layers[layer + 1 :])
+        self.upper_blocks = [torch.compile(b, dynamic=True) for b in upper] if compile else upper
 
     def _run(self, layers: Any, h: torch.Tensor, batch: PackedBatch, mask: torch.Tensor) -> torch.Tensor:
         pe = self.inner.rotary_emb(h, position_ids=batch.position_ids)
@@ -67,16 +69,16 @@ class SplitForward:
         """Response log-probs from layer L's output plus `delta` ((B, 1, H) or None for the reference)."""
         h = h_layer if delta is None else h_layer + delta.to(h_layer.dtype)
         mask = attention_mask_for(self.model, batch.mask(), h.dtype)
-        h = self._run(self.layers[self.layer + 1 :], h, batch, mask)
+        h = self._run(self.upper_blocks, h, batch, mask)
         h = self.inner.norm(h)
-        return self._logps(h, batch)
+        return self._logps(h, batch, with_logits=not torch.is_grad_enabled())
 
-    def _logps(self, h: torch.Tensor, batch: PackedBatch) -> LogpOut:
+    def _logps(self, h: torch.Tensor, batch: PackedBatch, *, with_logits: bool = True) -> LogpOut:
         rows = torch.arange(h.shape[0], device=h.device)[:, None]
         logits_c = self.lm_head(h[rows, batch.chosen_pos])
         logits_r = self.lm_head(h[rows, batch.rejected_pos])
-        lc, mc = sequence_logps(logits_c, batch.chosen_tok, batch.chosen_mask)
-        lr, mr = sequence_logps(logits_r, batch.rejected_tok, batch.rejected_mask)
+        lc, mc = sequence_logps(logits_c, batch.chosen_tok, batch.chosen_mask, with_mean=with_logits)
+        lr, mr = sequence_logps(logits_r, batch.rejected_tok, batch.rejected_mask, with_mean=with_logits)
         return lc, lr, mc, mr
 
     @torch.no_grad()
