@@ -210,7 +210,8 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
         "study_s_per_step": study_s, "ours_s_per_step": ours_s, "speedup": study_s / ours_s,
         "study_peak_gib": study_peak, "ours_peak_gib": ours_peak,
         "memory_ratio": ours_peak / study_peak if study_peak else None,
-        "ours_one_time_prep_s": prep, "ours_compiled_s_per_step": compiled_s,
+        "ours_one_time_prep_s": prep,
+        "ours_compiled_s_per_step": compiled_s,
         "speedup_compiled": study_s / compiled_s if compiled_s else None, "loss_diffs_first_steps": diffs, "max_abs_loss_diff": max(diffs),
         "torch": torch.__version__,
     }  # fmt: skip

@@ -103,17 +103,18 @@ def main() -> None:
     (ws / "steertui.toml").write_text(CONFIG.format(model=args.model_dir))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "steertui", "run", "--headless", "--stages", "train,generate", "--workspace", str(ws)],
-        env=env, text=True, timeout=args.timeout,
-    )  # fmt: skip
+    cmd = [sys.executable, "-m", "steertui", "run", "--headless", "--stages", "train,generate", "--workspace", str(ws)]
+    try:
+        code = subprocess.run(cmd, env=env, text=True, timeout=args.timeout).returncode
+    except subprocess.TimeoutExpired:
+        code = -1  # recorded; the timeline below shows where it stood
     result = {
         "card": torch.cuda.get_device_name(),
         "gpus": torch.cuda.device_count(),
         "model": "Llama-shaped (Llama-3.2-1B dimensions, untied head), random bf16 weights",
         "build_model_s": round(built, 1),
         "plan_wall_s": round(time.monotonic() - t0, 1),
-        "exit_code": proc.returncode,
+        "exit_code": code,
         "timeline": timeline(ws),
         "logs_tail": {p.name: p.read_text()[-1500:] for p in sorted((ws / "logs").glob("*.log"))},
     }
