@@ -212,7 +212,8 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
         "memory_ratio": ours_peak / study_peak if study_peak else None,
         "ours_one_time_prep_s": prep,
         "ours_compiled_s_per_step": compiled_s,
-        "speedup_compiled": study_s / compiled_s if compiled_s else None, "loss_diffs_first_steps": diffs, "max_abs_loss_diff": max(diffs),
+        "speedup_compiled": study_s / compiled_s if compiled_s else None,
+        "loss_diffs_first_steps": diffs, "max_abs_loss_diff": max(diffs),
         "torch": torch.__version__,
     }  # fmt: skip
 
