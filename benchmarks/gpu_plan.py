@@ -96,7 +96,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=280.0, help="seconds before the plan run is abandoned")
     args = parser.parse_args()
     start = time.monotonic()
-    build_model(args.model_dir)
+    # Build in a child process: a CUDA context left in this process would show in NVML as a foreign
+    # process on GPU 0, and the scheduler (rightly) does not lease such a GPU.
+    subprocess.run([sys.executable, "-c", f"from benchmarks.gpu_plan import build_model; from pathlib import Path; "
+                    f"build_model(Path({str(args.model_dir)!r}))"], check=True)  # fmt: skip
     built = time.monotonic() - start
     ws = args.workspace
     subprocess.run([sys.executable, "-m", "steertui", "init", str(ws), "--example", "smoke", "--force"], check=True)
@@ -109,8 +112,10 @@ def main() -> None:
     except subprocess.TimeoutExpired:
         code = -1  # recorded; the timeline below shows where it stood
     result = {
-        "card": torch.cuda.get_device_name(),
-        "gpus": torch.cuda.device_count(),
+        "card": subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], text=True, capture_output=True
+        ).stdout.split("\n")[0],
+        "gpus": len(subprocess.run(["nvidia-smi", "-L"], text=True, capture_output=True).stdout.splitlines()),
         "model": "Llama-shaped (Llama-3.2-1B dimensions, untied head), random bf16 weights",
         "build_model_s": round(built, 1),
         "plan_wall_s": round(time.monotonic() - t0, 1),

@@ -81,7 +81,7 @@ class TrainConfig:
     sign_mode: Literal["batch", "row"] = "batch"  # one random sign per micro-batch (study) or per row
     prompt_format: Literal["chat", "seed"] = "chat"  # "seed" = the study's header-less training prompt
     gradient_checkpointing: bool = False  # trade compute for activation memory
-    compile: bool = False  # torch.compile the layers above L (CUDA; fuses norms, rotary and activations)
+    compile: bool = True  # torch.compile the layers above L on CUDA (fuses norms, rotary, activations)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = float32 on CPU, bfloat16 on GPU
     gpus: int = 1  # GPUs per training job (> 1 = FSDP through accelerate)

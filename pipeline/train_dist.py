@@ -37,11 +37,18 @@ class Dist:
 
     def all_reduce_mean(self, tensor: torch.Tensor) -> None:
         if self.enabled:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            self.all_reduce_sum(tensor)
             tensor /= self.world
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
+        """In place; CPU tensors travel through the GPU when the backend is NCCL (GPU-only)."""
+        if not self.enabled:
+            return tensor
+        if tensor.device.type == "cpu" and dist.get_backend() == "nccl":
+            staged = tensor.to(f"cuda:{self.local_rank}")
+            dist.all_reduce(staged, op=dist.ReduceOp.SUM)
+            tensor.copy_(staged.cpu())
+        else:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 

@@ -17,6 +17,7 @@ from pipeline.errors import InputError
 from pipeline.progress import format_duration
 from pipeline.store import Store
 from pipeline.workspace import Workspace
+from steertui.executors import make_executor
 from steertui.plan import STAGES
 from steertui.scheduler import Event, Scheduler, scheduler_lock
 
@@ -59,7 +60,8 @@ def run_headless(ws: Workspace, config: Config, store: Store, stages: tuple[str,
 
     old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        sched = Scheduler(ws, config, store, stages=stages, on_event=lambda e: _print_event(out, e))
+        sched = Scheduler(ws, config, store, stages=stages, on_event=lambda e: _print_event(out, e),
+                          executor=make_executor(config, ws, store))  # fmt: skip
         last = [0.0]
 
         def stop() -> bool:

@@ -22,8 +22,9 @@ from pipeline.artifacts import (
 )
 from pipeline.config import Config, ModelSpec
 from pipeline.workspace import Workspace, short_model_name
+from steertui import plan_prompting
 
-STAGES = ("train", "generate", "score")
+STAGES = ("train", "generate", "score", "prompting")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Cell:
     gpus: int = 0  # GPUs the job wants (0 = none; CPU-only machines run model jobs in CPU slots)
     uses_model: bool = True  # holds a model in memory (train/generate), vs API-only work (score)
     needs: tuple[str, ...] = field(default_factory=tuple)  # keys that must be done first (beyond `ready`)
+    args: tuple[str, ...] = ()  # worker arguments of prompting cells (`steertui.plan_prompting`)
 
     @property
     def short(self) -> str:
@@ -46,6 +48,8 @@ class Cell:
 
     def argv(self, workspace: Workspace, job_id: int) -> list[str]:
         """Worker command: an argument list (never a shell string)."""
+        if self.kind in plan_prompting.KINDS:
+            return plan_prompting.argv(self, workspace, job_id)
         base = ["--workspace", str(workspace.root), "--model", self.model, "--layer", str(self.layer)]
         tail = ["--job-id", str(job_id)]
         if self.gpus > 1:
@@ -78,6 +82,8 @@ class Plan:
     def progress(self, cell: Cell) -> Progress:
         """How much of the cell's artifact exists (done/expected units)."""
         ws, cfg = self.workspace, self.config
+        if cell.kind in plan_prompting.KINDS:
+            return plan_prompting.progress(self, cell)
         if cell.kind == "train":
             return train_progress(ws, cfg, cell.model, cell.layer)
         if cell.kind == "generate":
@@ -87,6 +93,8 @@ class Plan:
     def ready(self, cell: Cell) -> bool:
         """Inputs exist: the epoch's vector for generation, a complete generation file for scoring."""
         ws, cfg = self.workspace, self.config
+        if cell.kind in plan_prompting.KINDS:
+            return plan_prompting.ready(self, cell)
         if cell.kind == "train":
             return True
         if cell.kind == "generate":
@@ -108,6 +116,8 @@ def build_plan(ws: Workspace, config: Config, stages: Iterable[str] = STAGES, *,
                     cells.append(_generate_cell(config, spec, layer, epoch, gpu_machine))
                 if "score" in wanted:
                     cells.extend(_score_cell(spec, layer, epoch, task) for task in tasks)
+    if "prompting" in wanted:
+        cells.extend(plan_prompting.prompting_cells(ws, config, gpu_machine=gpu_machine))
     return Plan(ws, config, cells)
 
 

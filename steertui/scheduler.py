@@ -155,11 +155,12 @@ class Scheduler:
             self._maybe_cancel(row)
             return
         self.leases.release(row["id"])
+        code = seen.exit_code if seen.exit_code is not None else row["exit_code"]
         if self.plan.progress(cell).complete:
-            self._update(row["id"], state="done", ended_at=time.time(), exit_code=seen.exit_code, pid=None)
+            self._end_attempt(row, code)
+            self._update(row["id"], state="done", ended_at=time.time(), exit_code=code, pid=None)
             self._emit("done", cell, f"in {_took(row)}")
             return
-        code = seen.exit_code if seen.exit_code is not None else row["exit_code"]
         error = row["error"] or f"worker {'was lost' if seen.state == 'lost' else f'exited with {code}'}"
         self._end_attempt(row, code)
         if row["cancel_requested_at"] is not None:
@@ -233,6 +234,10 @@ class Scheduler:
                 continue
             slot = _slot(cell, bool(self.gpus))
             limit = {"cpu": self.config.scheduler.cpu_slots, "judge": self.config.scheduler.judge_slots}.get(slot)
+            # -- executor-allocated resources (Slurm): the cluster queues model jobs; judge slots still apply --
+            if getattr(self.executor, "allocates_gpus", False) and slot != "judge":
+                limit = None
+            # -- end executor-allocated resources --
             if limit is not None and busy[slot] >= limit:
                 continue
             if self._launch(cell, row):
@@ -242,8 +247,11 @@ class Scheduler:
 
     def _launch(self, cell: Cell, row: Any) -> bool:
         job_id = int(row["id"])
-        lease = self.leases.acquire(cell.gpus, job_id, self.gpus) if _slot(cell, bool(self.gpus)) == "gpu" else None
-        if _slot(cell, bool(self.gpus)) == "gpu" and lease is None:
+        # -- executor-allocated resources (Slurm): no local GPU lease for jobs the cluster places --
+        leased = _slot(cell, bool(self.gpus)) == "gpu" and not getattr(self.executor, "allocates_gpus", False)
+        # -- end executor-allocated resources --
+        lease = self.leases.acquire(cell.gpus, job_id, self.gpus) if leased else None
+        if leased and lease is None:
             return False
         gpus = lease.gpus if lease else []
         env = {**self.env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "PYTHONUNBUFFERED": "1",
@@ -273,7 +281,11 @@ class Scheduler:
                 (job_id, attempt, started.pid, started.external_id, now),
             )
         where = f"GPU {','.join(map(str, gpus))}" if gpus else ("judge" if cell.kind == "score" else "cpu")
-        self._emit("launch", cell, f"attempt {attempt} on {where}, pid {started.pid}")
+        # -- executor-allocated resources (Slurm): name the cluster's job id rather than a local pid --
+        ext = started.external_id
+        where = f"{self.executor.name} job {ext}" if ext else f"{where}, pid {started.pid}"
+        # -- end executor-allocated resources --
+        self._emit("launch", cell, f"attempt {attempt} on {where}")
         return True
 
 

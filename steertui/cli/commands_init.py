@@ -1,4 +1,8 @@
-"""`steertui init DIR --example demo|paper|smoke`: write a new workspace."""
+"""`steertui init DIR --example demo|paper|smoke [--behavior NAME]`: write a new workspace.
+
+A bundled behaviour (relationship-seeking, sycophancy) comes with its dataset and rubric; any other name
+gets a rubric scaffold to fill in (`pipeline.rubric_scaffold`) and an empty `data/NAME/`.
+"""
 
 from __future__ import annotations
 
@@ -21,27 +25,37 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_parser(sub, common, "init", "create a workspace: steertui.toml, dataset, rubric")
     p.add_argument("dir", metavar="DIR", help="directory to create or fill")
     p.add_argument("--example", choices=EXAMPLES, default="demo", help="which config to start from (default demo)")
-    p.add_argument("--behavior", default="relationship-seeking", help="behaviour name (default relationship-seeking)")
+    p.add_argument("--behavior", default="relationship-seeking",
+                   help="behaviour name (default relationship-seeking); one that is not bundled gets a rubric "
+                        "scaffold to fill in")  # fmt: skip
+    p.add_argument("--task", default="", help="a new behaviour's rating task, for score file names (default: NAME)")
     p.add_argument("--force", action="store_true", help="overwrite an existing steertui.toml")
     p.set_defaults(func=run)
 
 
+def bundled_behaviors() -> list[str]:
+    """Behaviours shipped with a dataset and a rubric."""
+    src = bundled_root()
+    return sorted(p.stem for p in (src / "rubrics").glob("*.toml") if (src / "data" / p.stem).is_dir())
+
+
 def run(args: argparse.Namespace) -> int:
+    from pipeline.rubric_scaffold import check_name
+
     root = Path(args.dir).expanduser().resolve()
     config = root / "steertui.toml"
     if config.exists() and not args.force:
         raise InputError(f"{config}: already a workspace; pass --force to overwrite its steertui.toml")
-    src = bundled_root()
-    data_src = src / "data" / args.behavior
-    rubric_src = src / "rubrics" / f"{args.behavior}.toml"
-    if not data_src.is_dir() or not rubric_src.is_file():
-        raise InputError(
-            f"--behavior {args.behavior}: no bundled dataset/rubric for it in {src}; "
-            "bundled: " + ", ".join(sorted(p.stem for p in (src / "rubrics").glob("*.toml")))
-        )
-    write_workspace(root, args.example, args.behavior, data_src, rubric_src)
-    print(f"workspace ready: {root}  (example {args.example}, behaviour {args.behavior})")
-    print(f"next: cd {root} && steertui run --headless   # or just `steertui` for the TUI")
+    behavior = check_name(args.behavior)
+    if behavior in bundled_behaviors():
+        if args.task:
+            raise InputError(f"--task: {behavior} is bundled with its rubric's task; --task is for new behaviours")
+        src = bundled_root()
+        write_workspace(root, args.example, behavior, src / "data" / behavior, src / "rubrics" / f"{behavior}.toml")
+        print(f"workspace ready: {root}  (example {args.example}, behaviour {behavior})")
+        print(f"next: cd {root} && steertui run --headless   # or just `steertui` for the TUI")
+        return 0
+    scaffold_workspace(root, args.example, behavior, args.task)
     return 0
 
 
@@ -59,3 +73,24 @@ def write_workspace(root: Path, example: str, behavior: str, data_src: Path, rub
     if rubric_src.resolve() != rubric_dst.resolve():
         shutil.copyfile(rubric_src, rubric_dst)
     atomic_write_text(root / "steertui.toml", render(example, behavior))
+
+
+def scaffold_workspace(root: Path, example: str, behavior: str, task: str) -> None:
+    """A workspace for a new behaviour: the config, a rubric scaffold (an existing rubric is kept), data/NAME/."""
+    from pipeline.files import atomic_write_text
+    from pipeline.rubric_scaffold import check_task, write_scaffold
+    from steertui.cli.commands_behavior import next_steps
+
+    if task:
+        check_task(task)
+    for name in WORKSPACE_DIRS:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    rubric = root / "rubrics" / f"{behavior}.toml"
+    kept = rubric.exists()
+    if not kept:
+        write_scaffold(root, behavior, task)
+    (root / "data" / behavior).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "steertui.toml", render(example, behavior))
+    print(f"workspace ready: {root}  (example {example}, new behaviour {behavior})")
+    print(f"{'kept the existing' if kept else 'wrote a scaffold'} {rubric}")
+    print(next_steps(behavior, used=True))

@@ -1,0 +1,46 @@
+"""The base of every screen: the shared context and a hook for each new store snapshot."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from steertui.screens.context import TuiContext
+from steertui.screens.snapshot import Snapshot
+
+
+class BaseScreen(Screen[None]):
+    """Screens get `show_snapshot` for every poll while they are the current screen, and on resume."""
+
+    TITLE = ""
+
+    def __init__(self, ctx: TuiContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.title = self.TITLE
+        self.sub_title = ctx.ws.root.name
+
+    def header(self) -> ComposeResult:
+        yield Header(icon="≡")
+
+    def footer(self) -> ComposeResult:
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "snapshot", self._snapshot_changed, init=True)
+
+    def on_screen_resume(self) -> None:
+        self.show_snapshot(self.snapshot)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        snap: Snapshot = getattr(self.app, "snapshot", Snapshot())
+        return snap
+
+    def _snapshot_changed(self, snap: Snapshot) -> None:
+        if self.is_current:
+            self.show_snapshot(snap)
+
+    def show_snapshot(self, snap: Snapshot) -> None:
+        """Update the screen from a new snapshot (only called while it is current)."""
