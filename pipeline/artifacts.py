@@ -59,8 +59,12 @@ def test_prompt_ids(ws: Workspace, config: Config) -> list[int]:
 
 
 def vector_done(ws: Workspace, config: Config, model: str, layer: int, epoch: int) -> bool:
+    """Tensor and sidecar complete; cached on both files' stats (the sidecar is written second)."""
     path = ws.vector_path(config.behavior, model, layer, epoch)
-    return bool(_cached(path, "vector", lambda: is_complete(path)))
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        return False
+    return bool(_cached(path, f"vector:{sidecar.stat().st_mtime_ns}", lambda: is_complete(path)))
 
 
 def train_progress(ws: Workspace, config: Config, model: str, layer: int) -> Progress:
@@ -104,10 +108,10 @@ def _row_id(row: dict[str, Any], pairwise: bool) -> str:
 
 
 def behaviour_task(ws: Workspace, config: Config) -> str:
-    """The behaviour's rating task name from its rubric (default: the study's "relationship")."""
-    from pipeline.rubric import read_task_name
+    """The behaviour's rating task name from its rubric (see `pipeline.rubric.default_task`)."""
+    from pipeline.rubric import default_task, read_task_name
 
-    return read_task_name(ws.rubric_path(config.behavior)) or "relationship"
+    return read_task_name(ws.rubric_path(config.behavior)) or default_task(config.behavior)
 
 
 def score_tasks(ws: Workspace, config: Config) -> tuple[str, ...]:

@@ -107,7 +107,7 @@ def grid_jobs(by_mult: pd.DataFrame, candidates: pd.DataFrame, tasks: dict[str, 
     """Per (source, model): the behavioural grid (ratings + win rate) and the generation-metrics figure."""
     jobs: list[tuple[str, Any, tuple[Any, ...]]] = []
     for (source, model), part in by_mult.groupby(["source", "model"], sort=True):
-        behaviour = tasks.get(str(source), "relationship")
+        behaviour = tasks[str(source)]
         cands = candidates.loc[(candidates["source"] == source) & (candidates["model"] == model)]
         rated = part.loc[part["task"].isin(["coherence", behaviour, "winrate"])]
         if not rated.empty:

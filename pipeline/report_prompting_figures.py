@@ -26,7 +26,7 @@ def prompting_ratings_plot(ratings: pd.DataFrame, tasks: dict[str, str], out_dir
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False, sharey=True)
     for ax, (source, model) in zip(axes[0], panels, strict=True):
         part = ratings.loc[(ratings["source"] == source) & (ratings["model"] == model)]
-        behaviour = tasks.get(str(source), "relationship")
+        behaviour = tasks[str(source)]
         _band(ax, part.loc[part["task"] == "coherence"], COHERENCE, "coherence")
         _band(ax, part.loc[part["task"] == behaviour], BEHAVIOUR, behaviour, "s")
         ax.set_ylim(0, 10.5)

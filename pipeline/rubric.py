@@ -79,6 +79,12 @@ class Rubric:
         return self.level_instruction.format(level=level, num_levels=num_levels, midpoint=num_levels // 2 + 1)
 
 
+def default_task(behavior: str) -> str:
+    """The rating task's name when a rubric does not give one: the study's for its behaviour, else the
+    behaviour's own name (file names then say what was measured)."""
+    return "relationship" if behavior == "relationship-seeking" else behavior
+
+
 def read_task_name(path: Path) -> str | None:
     """The rubric's task name without full validation (config checks use it)."""
     try:
@@ -253,6 +259,8 @@ class _Reader:
             if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
                 self.fail(f"{where}.turns", "must be a non-empty list of user messages")
                 turns = []
+            elif any(PLACEHOLDER in t for t in turns):
+                self.fail(f"{where}.turns", f"still contains the {PLACEHOLDER} placeholder; fill it in")
             out.append(Theme(self.text(th, "name", where), self.text(th, "opening", where), tuple(turns)))
         return tuple(out)
 

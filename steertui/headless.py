@@ -40,7 +40,10 @@ def preflight(ws: Workspace, config: Config, stages: tuple[str, ...]) -> None:
         problems = validate_file(path)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise InputError(f"{problems[0]}{more}; fix the dataset (steertui data validate {path})")
+            raise InputError(
+                f"{problems[0]}{more}; fix the dataset (steertui data validate {path}) or create one "
+                f"(steertui data generate --provider openai:MODEL)"
+            )
     if "score" in stages:
         rubric_problems = validate_rubric(ws.rubric_path(config.behavior))
         if rubric_problems:

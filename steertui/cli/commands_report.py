@@ -72,14 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _sources(args: argparse.Namespace) -> list[tuple[str, Path, str, str | None]]:
     """(label, root, behaviour task, behaviour) for the workspace (when it has steertui.toml) and --study."""
+    from pipeline.artifacts import behaviour_task
     from pipeline.errors import InputError
-    from pipeline.rubric import read_task_name
 
     ws = workspace(args)
     sources: list[tuple[str, Path, str, str | None]] = []
     if ws.config_path.exists():
         config = load(args, check_layers=False)
-        task = read_task_name(ws.rubric_path(config.behavior)) or "relationship"
+        task = behaviour_task(ws, config)
         sources.append(("workspace", ws.root, task, config.behavior))
     if args.study:
         root = Path(args.study).expanduser().resolve()
