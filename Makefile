@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup model demo test test-slow test-all check lint format types snapshot-update bench clean-demo
+.PHONY: setup model demo test test-slow check lint format types docs snapshot-update clean-demo
 
 $(BIN)/steertui: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,9 @@ types: setup
 	$(BIN)/mypy
 
 check: lint types test ## lint + types + tests (CI runs this)
+
+docs: setup ## regenerate the README's config reference from the code
+	$(BIN)/python -c "from pathlib import Path; from steertui.config_doc import update_readme as u; p = Path('README.md'); p.write_text(u(p.read_text()))"
 
 snapshot-update: setup
 	$(BIN)/python -m pytest -q tests/tui --snapshot-update

@@ -105,14 +105,14 @@ class GenerateConfig:
     epochs: tuple[int, ...] = ()  # vector epochs to generate from; empty = the last trained epoch
     multipliers: tuple[float, ...] = STUDY_MULTIPLIERS  # one reply per test prompt per multiplier
     max_prompts: int = 0  # use only the first N test prompts (0 = all)
-    max_new_tokens: int = 100
-    temperature: float = 1.0
-    top_p: float = 0.9
+    max_new_tokens: int = 100  # tokens generated per reply
+    temperature: float = 1.0  # sampling temperature (the study: 1.0)
+    top_p: float = 0.9  # nucleus sampling (Llama-3.1-Instruct's default, which the study used implicitly)
     top_k: int = 0  # 0 = off
     greedy: bool = False  # greedy decoding instead of sampling
     batch_size: int = 0  # rows per batch; 0 = fit to free memory
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = float32 on CPU, bfloat16 on GPU
     gpus: int = 1  # GPUs per generation worker
     seed: int = 0  # sampling seed (per row, so batching does not change samples)
 
@@ -135,7 +135,7 @@ class JudgeConfig:
 
     judge: str = DEFAULT_JUDGE  # provider:model, provider one of openai, anthropic
     tasks: tuple[str, ...] = ()  # coherence, <behaviour task>, pairwise; empty = all three
-    mode: Literal["sync", "batch"] = "sync"
+    mode: Literal["sync", "batch"] = "sync"  # sync (async client) or the providers' Batch APIs (half price)
     base_url: str = ""  # an OpenAI-compatible endpoint (e.g. a local vLLM); empty = the provider's default
     budget_usd: float = math.inf  # hard cap on spending for the workspace
     concurrency: int = 32  # upper bound on parallel sync requests (adapts down on 429)
@@ -144,8 +144,8 @@ class JudgeConfig:
     max_reasks: int = 2  # extra asks when an answer is unparseable or out of range
     position_debias: Literal["none", "both"] = "none"  # "both" judges each pair in both orders
     pairwise_min: float = -4.0  # pairwise compares the multipliers in [pairwise_min, pairwise_max]
-    pairwise_max: float = 4.0
-    max_tokens: int = 20
+    pairwise_max: float = 4.0  # (the study: -4..4, 15 multipliers, 105 pairs per prompt)
+    max_tokens: int = 20  # judge answer tokens (a JSON score or A/B)
     batch_poll_s: float = 30.0  # seconds between batch status polls
     batch_fallback_sync: bool = True  # score stragglers of failed/expired batches in sync mode
     seed: int = 0  # few-shot choice and A/B position
@@ -178,9 +178,9 @@ class JudgeConfig:
 class Price:
     """USD per million tokens; batch requests cost `batch_discount` times as much."""
 
-    input_per_m: float
-    output_per_m: float
-    batch_discount: float = 0.5
+    input_per_m: float  # USD per million input tokens
+    output_per_m: float  # USD per million output tokens
+    batch_discount: float = 0.5  # batch requests cost this fraction
 
     def __post_init__(self) -> None:
         _require(self.input_per_m >= 0 and self.output_per_m >= 0, "prices", "must be >= 0")
@@ -203,7 +203,7 @@ DEFAULT_PRICES: dict[str, Price] = {
 class SchedulerConfig:
     """The headless runner and the TUI's scheduler (SPEC §3, §7)."""
 
-    executor: Literal["local", "slurm"] = "local"
+    executor: Literal["local", "slurm"] = "local"  # where jobs run: local subprocesses or Slurm (sbatch)
     max_attempts: int = 3  # a failed job is retried until it has run this many times
     retry_backoff_s: float = 10.0  # doubled after each failure
     cpu_slots: int = 1  # concurrent CPU-only model jobs (CPU machines run them one at a time)
@@ -221,14 +221,14 @@ class SchedulerConfig:
 class SlurmConfig:
     """Submission settings for `executor = "slurm"`."""
 
-    partition: str = ""
-    account: str = ""
-    time_limit: str = "24:00:00"
+    partition: str = ""  # --partition (empty = the cluster default)
+    account: str = ""  # --account
+    time_limit: str = "24:00:00"  # --time per job; a job killed at its limit is retried and resumes
     gres: str = "gpu:{n}"  # `{n}` becomes the stage's GPU count; empty = no --gres
-    cpus_per_task: int = 4
-    mem: str = ""
+    cpus_per_task: int = 4  # --cpus-per-task
+    mem: str = ""  # --mem (empty = the partition default)
     extra: tuple[str, ...] = ()  # extra `#SBATCH` lines, e.g. "--qos=high"
-    poll_s: float = 5.0
+    poll_s: float = 5.0  # seconds between squeue/scontrol polls
 
 
 @dataclass(frozen=True)
@@ -304,8 +304,8 @@ class Config:
     """A whole workspace configuration."""
 
     behavior: str = "relationship-seeking"  # data/<behavior>/, rubrics/<behavior>.toml
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    seed: int = 0
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # prepended to every conversation (training, generation, chat)
+    seed: int = 0  # workspace-wide seed for anything not seeded by its own section
     models: tuple[ModelSpec, ...] = ()
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
