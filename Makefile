@@ -23,6 +23,7 @@ model: setup ## convert the embedded SmolLM2 GGUF once to a cached safetensors c
 
 demo: model ## the main job on the embedded model: train, generate, (judge), report
 	$(BIN)/steertui run --headless
+	$(BIN)/steertui report
 
 test: setup ## the default suite: fast, CPU, no network
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -87,8 +87,13 @@ class Engine:
         """Reference pass (and prefix cache) over already tokenised examples."""
         self.train, self.test = Split(train), Split(test)
         keep = self.split_path and self._prefix_fits()
+        self.rep.message(
+            f"reference pass over {len(train)} train + {len(test)} test pairs, vector off "
+            f"(once; cached{' with the layers up to L' if keep else ''})"
+        )
         for split in (self.train, self.test):
             self._reference_pass(split, keep_prefix=keep)
+        self.rep.message(f"training: {self.steps_per_epoch()} steps per epoch x {self.cfg.epochs} epochs")
 
     def _split(self, pairs: Sequence[DPOPair], name: str) -> Split:
         examples, report = tokenize_pairs(

@@ -24,6 +24,7 @@ from steertui.scheduler import Event, Scheduler, scheduler_lock
 STYLE = {"launch": "cyan", "adopt": "cyan", "done": "green", "retry": "yellow", "failed": "bold red",
          "skipped": "magenta", "cancelled": "magenta"}  # fmt: skip
 SUMMARY_EVERY_S = 15.0
+QUIET_REPEAT_S = 120.0  # an unchanged summary is repeated at most this often
 
 
 def preflight(ws: Workspace, config: Config, stages: tuple[str, ...]) -> None:
@@ -65,12 +66,16 @@ def run_headless(ws: Workspace, config: Config, store: Store, stages: tuple[str,
     try:
         sched = Scheduler(ws, config, store, stages=stages, on_event=lambda e: _print_event(out, e),
                           executor=make_executor(config, ws, store))  # fmt: skip
-        last = [0.0]
+        last: dict[str, Any] = {"at": 0.0, "text": ""}
 
         def stop() -> bool:
-            if time.monotonic() - last[0] > SUMMARY_EVERY_S:
-                last[0] = time.monotonic()
-                print_summary(out, store, sched)
+            due = time.monotonic() - last["at"] > SUMMARY_EVERY_S
+            text = summary_text(store, sched) if due else ""
+            if due and (text != last["text"] or time.monotonic() - last["at"] > QUIET_REPEAT_S):
+                out.print(text)
+                last["text"] = text
+            if due:
+                last["at"] = time.monotonic()
             return stopping["flag"]
 
         _print_adopted(out, store, sched)
@@ -96,6 +101,11 @@ def _print_adopted(out: Console, store: Store, sched: Scheduler) -> None:
 
 
 def print_summary(out: Console, store: Store, sched: Scheduler) -> None:
+    out.print(summary_text(store, sched))
+
+
+def summary_text(store: Store, sched: Scheduler) -> str:
+    """Cell counts, spend, and one line per running job (progress, ETA, last message)."""
     rows = [r for r in store.query("SELECT * FROM jobs") if r["cell"] in sched.cells]
     counts: dict[str, int] = {}
     for r in rows:
@@ -106,14 +116,15 @@ def print_summary(out: Console, store: Store, sched: Scheduler) -> None:
         if counts.get(s)
     ]
     spend = store.one("SELECT COALESCE(SUM(cost_usd), 0) AS usd FROM ledger")
-    out.print(f"[bold]{len(rows)} cells:[/] {', '.join(parts)}   spend ${float(spend['usd'] if spend else 0):.4f}")
+    lines = [f"[bold]{len(rows)} cells:[/] {', '.join(parts)}   spend ${float(spend['usd'] if spend else 0):.4f}"]
     for r in rows:
         if r["state"] != "running":
             continue
         done, total = r["progress_done"], r["progress_total"]
         pct = f"{100 * done / total:5.1f}%" if done is not None and total else "  ... "
         eta = f" eta {format_duration(r['eta_s'])}" if r["eta_s"] else ""
-        out.print(f"    {r['cell']:<44} {pct}{eta}  {r['message'] or ''}"[:160])
+        lines.append(f"    {r['cell']:<44} {pct}{eta}  {r['message'] or ''}"[:160])
+    return "\n".join(lines)
 
 
 def _print_outputs(out: Console, ws: Workspace) -> None:
