@@ -75,7 +75,10 @@ class SteerApp(App[int]):
     COMMANDS = App.COMMANDS | {_steer_commands}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
-        *(Binding(str(i), f"switch_mode('{name}')", SCREEN_TITLES[name], show=False) for i, name in enumerate(SCREENS, 1)),
+        *(
+            Binding(str(i), f"switch_mode('{name}')", SCREEN_TITLES[name], show=False)
+            for i, name in enumerate(SCREENS, 1)
+        ),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -89,6 +92,7 @@ class SteerApp(App[int]):
         self.engine = Engine(ws, config, self.options.engine)
         self.sub_title = str(ws.root)
         self.polls = 0
+        self._shown = 0  # fingerprint of the snapshot on screen
         self._polling = False
         self._poll_again = False
         for name in SCREENS:
@@ -134,7 +138,9 @@ class SteerApp(App[int]):
     def _snapshot_ready(self, event: SnapshotReady) -> None:
         snap = event.snapshot
         self.polls += 1
-        self.snapshot = snap
+        if snap.digest != self._shown or not snap.digest:  # an idle workspace costs the UI nothing
+            self._shown = snap.digest
+            self.snapshot = snap
         for notice in snap.notices:
             self.notify(notice.message, title=notice.title, severity=notice.severity,  # type: ignore[arg-type]
                         timeout=10 if notice.severity == "error" else 4)  # fmt: skip
@@ -158,6 +164,8 @@ class SteerApp(App[int]):
     # -- app-wide messages ------------------------------------------------------------------------------
     @on(JobAction)
     def _job_action(self, event: JobAction) -> None:
+        if self.snapshot.role.kind == "none" and event.action in ("run", "retry", "schedule_all"):
+            self.notify("becoming this workspace's scheduler (reading the plan)…", timeout=3)
         self.engine.submit(Command(event.action, event.job_ids))
         self.poll_now()
 

@@ -8,12 +8,20 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from pipeline.config import Config
 from pipeline.store import Store
-from steertui.executor import LocalExecutor
+from pipeline.workspace import Workspace
+from steertui.executor import Executor, LocalExecutor
 
 
-def request_cancel(store: Store, job_ids: Iterable[int], *, scheduler_running: bool) -> int:
-    """Cancel running jobs (SIGINT, then SIGKILL after the grace period) and drop queued ones."""
+def request_cancel(
+    store: Store, job_ids: Iterable[int], *, scheduler_running: bool, workspace: Workspace | None = None,
+    config: Config | None = None,
+) -> int:  # fmt: skip
+    """Cancel running jobs (SIGINT, then SIGKILL after the grace period) and drop queued ones.
+
+    Without a running scheduler the cancel is sent here, through the executor that started the job
+    (needs `workspace` and `config` for Slurm jobs; local jobs are signalled directly)."""
     n = 0
     for job_id in job_ids:
         row = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -24,12 +32,20 @@ def request_cancel(store: Store, job_ids: Iterable[int], *, scheduler_running: b
             with store.tx():
                 store.conn.execute("UPDATE jobs SET cancel_requested_at = ? WHERE id = ?", (now, job_id))
             if not scheduler_running:
-                LocalExecutor().cancel(dict(row))
+                _executor_for(dict(row), workspace, config).cancel(dict(row))
         else:
             with store.tx():
                 store.conn.execute("UPDATE jobs SET state = 'cancelled', ended_at = ? WHERE id = ?", (now, job_id))
         n += 1
     return n
+
+
+def _executor_for(row: dict[str, object], ws: Workspace | None, config: Config | None) -> Executor:
+    if ws is not None and config is not None and row.get("executor") not in (None, "local"):
+        from steertui.executors import executor_for_row
+
+        return executor_for_row(row, config, ws)
+    return LocalExecutor()
 
 
 def request_run(store: Store, job_ids: Iterable[int]) -> int:

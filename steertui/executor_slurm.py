@@ -264,6 +264,10 @@ class SlurmExecutor:
         if found.live:
             return Observed("running")
         if found.state in RETRYABLE:
+            # The cluster's reason beats the worker's "interrupted" (a scheduler that re-reads the row shows it).
+            self._set(
+                int(job["id"]), external_id, error=f"{state_message(found)}; the retry resumes from its checkpoint"
+            )
             return Observed("exited", TEMPFAIL)
         if found.state == "CANCELLED" and job["cancel_requested_at"] is None:
             # Someone ran `scancel` by hand: record it as a cancel request; the next tick shows it cancelled.

@@ -95,9 +95,12 @@ def _print_event(out: Console, event: Event) -> None:
 
 
 def _print_adopted(out: Console, store: Store, sched: Scheduler) -> None:
-    for row in store.query("SELECT cell, pid FROM jobs WHERE state IN ('running', 'cancelling')"):
+    for row in store.query(
+        "SELECT cell, pid, executor, external_id FROM jobs WHERE state IN ('running', 'cancelling')"
+    ):
         if row["cell"] in sched.cells:
-            out.print(f"adopting {row['cell']} (pid {row['pid']})")
+            where = f"{row['executor']} job {row['external_id']}" if row["external_id"] else f"pid {row['pid']}"
+            out.print(f"adopting {row['cell']} ({where})")
 
 
 def print_summary(out: Console, store: Store, sched: Scheduler) -> None:

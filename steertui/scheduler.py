@@ -89,9 +89,11 @@ class Scheduler:
         self.store = store
         self.env = dict(os.environ if env is None else env)
         self.gpus = inventory() if gpus is None else gpus
-        self.plan: Plan = build_plan(ws, config, stages, gpu_machine=bool(self.gpus))
-        self.cells: dict[str, Cell] = self.plan.by_key()
         self.executor: Executor = executor or LocalExecutor()
+        # On a cluster the jobs' GPUs are on other nodes: plan GPU cells even on a GPU-less login node.
+        gpu_machine = bool(self.gpus) or bool(getattr(self.executor, "gpu_cluster", False))
+        self.plan: Plan = build_plan(ws, config, stages, gpu_machine=gpu_machine)
+        self.cells: dict[str, Cell] = self.plan.by_key()
         self.leases = Leases(store, ws.locks_dir)
         self.on_event = on_event or (lambda e: None)
         self.ids = self._sync_jobs()
@@ -154,6 +156,7 @@ class Scheduler:
         if seen.state == "running":
             self._maybe_cancel(row)
             return
+        row = self.store.one("SELECT * FROM jobs WHERE id = ?", (row["id"],)) or row  # observe may have noted why
         self.leases.release(row["id"])
         code = seen.exit_code if seen.exit_code is not None else row["exit_code"]
         if self.plan.progress(cell).complete:

@@ -40,13 +40,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--multiplier: at most 4 side by side")
     rows = [RowSpec(m, args.layer, args.epoch) for m in mults]
     decoding = Decoding.from_config(config, max_new_tokens=args.max_new_tokens, greedy=args.greedy)
-    say = lambda text: print(f"[{text}]", file=sys.stderr, flush=True)  # noqa: E731
-    session = ChatSession.open(ws, config, args.model, device=args.device, decoding=decoding, on_stage=say)
+    session = ChatSession.open(ws, config, args.model, device=args.device, decoding=decoding, on_stage=_stage)
     for row in rows:
         if row.multiplier:
             session.vector(row.layer, row.epoch)  # fail now, not at the first message
     print(f"{args.model} · {', '.join(r.label for r in rows)} · {HELP}", file=sys.stderr, flush=True)
     return repl(session, Conversation(rows), header=f"model {args.model}")
+
+
+def _stage(text: str) -> None:
+    print(f"[{text}]", file=sys.stderr, flush=True)
 
 
 def repl(session: Any, conv: Any, *, header: str = "") -> int:

@@ -138,7 +138,10 @@ class ChatScreen(BaseScreen):
     @on(Input.Submitted, "#chat-input")
     def _submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
-        if not text or self.busy:
+        if not text:
+            return
+        if self.busy:
+            self.notify("wait for the reply (escape stops it)", severity="warning", timeout=2)
             return
         event.input.value = ""
         if self.session is None or self.session_model != self._value("model"):

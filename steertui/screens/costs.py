@@ -59,10 +59,9 @@ def _estimate(ws: Workspace, config: Config, conn: Any, costs: Costs) -> None:
         r[0]: float(r[1])
         for r in conn.execute("SELECT task, AVG(cost_usd) FROM ledger WHERE state = 'done' GROUP BY task")
     }
-    waiting = conn.execute(
-        f"SELECT cell, task, progress_total FROM jobs WHERE kind = 'score' AND state IN ({','.join('?' * len(WAITING))})",
-        WAITING,
-    ).fetchall()
+    marks = ",".join("?" * len(WAITING))
+    query = f"SELECT cell, task, progress_total FROM jobs WHERE kind = 'score' AND state IN ({marks})"
+    waiting = conn.execute(query, WAITING).fetchall()
     if not waiting:
         return
     from pipeline.artifacts import expected_score_items, test_prompt_ids  # deferred: artifact checks import torch

@@ -14,7 +14,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
@@ -62,7 +62,6 @@ class EngineOptions:
     executor: Any = None
     gpus: Any = None
     env: Mapping[str, str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine:
@@ -121,7 +120,8 @@ class Engine:
         snap.jobs = read_jobs(store.conn) if store is not None else {}
         if not snap.jobs and self.config is not None:
             snap.jobs = self._planned_jobs()
-            snap.problem = "" if snap.jobs else "the plan is empty: add [[models]] to steertui.toml"
+        if not snap.jobs:
+            snap.problem = "the plan is empty: add [[models]] to steertui.toml (and check it loads)"
         shown = in_config(snap.jobs.values(), self.config)
         if signature(shown) != self._layout.signature:
             self._layout = build_layout(shown)
@@ -130,6 +130,7 @@ class Engine:
         if store is not None:
             snap.events = self._events(store.conn)
             snap.spend_usd = read_spend(store.conn)
+        snap.digest = snap.fingerprint()
         return snap
 
     def _planned_jobs(self) -> dict[int, JobView]:
@@ -277,6 +278,7 @@ def _scheduler_pid(ws: Workspace) -> int | None:
     if pid == os.getpid():
         return None
     import psutil
+
     try:
         started = psutil.Process(pid).create_time()
     except psutil.Error:

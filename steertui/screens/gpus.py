@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -30,7 +31,7 @@ class GpuRow:
     foreign: str  # "4242 python 2.0 GiB, …" or ""
 
 
-def read_gpus(db: Any) -> list[GpuRow]:
+def read_gpus(db: Path) -> list[GpuRow]:
     """GPU inventory joined with the store's leases (the store may not exist yet)."""
     import psutil
 

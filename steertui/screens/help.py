@@ -51,7 +51,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
             yield Static(Text("steertui — keys", style="bold"))
+            yield Static(Text("cells: ").append_text(legend()))
             yield Static(key_table(f"\n{self.under.title or 'This screen'}", self.rows(bindings_of(self.under))))
             yield Static(key_table("\nEverywhere", self.rows(self.app_bindings)))
-            yield Static(Text("\nCells: ").append_text(legend()))
             yield Static(Text("\n" + ABOUT, style="bright_black"))

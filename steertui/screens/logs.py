@@ -19,6 +19,7 @@ from steertui.screens.details import relative
 from steertui.widgets.log_view import ERROR_BYTES, LogView
 
 TAIL_S = 0.5
+LIST_EVERY = 20  # ticks between re-reading the logs folder (10 s)
 
 
 class LogsScreen(BaseScreen):
@@ -40,6 +41,7 @@ class LogsScreen(BaseScreen):
         self.query_text = ""
         self._to_error = False
         self._indexing = False
+        self._ticks = 0
 
     def compose(self) -> ComposeResult:
         yield from self.header()
@@ -75,8 +77,14 @@ class LogsScreen(BaseScreen):
     def _panel_data(self, event: PanelData) -> None:
         if event.kind == "log-files":
             options = self.query_one(OptionList)
+            ids = [str(p) for p in event.data]
+            if ids == [options.get_option_at_index(i).id for i in range(options.option_count)]:
+                return
+            current = options.highlighted_option.id if options.highlighted_option else None
             options.clear_options()
             options.add_options([Option(p.name, id=str(p)) for p in event.data])
+            if current in ids:
+                options.highlighted = ids.index(current)
         elif event.kind == "log-indexed":
             self._indexing = False
             if not event.data:
@@ -106,9 +114,12 @@ class LogsScreen(BaseScreen):
 
     # -- tailing ---------------------------------------------------------------------------------------
     def _tail(self) -> None:
-        """Every TAIL_S: index what the open log gained, one worker at a time."""
+        """Every TAIL_S: index what the open log gained, one worker at a time; now and then, list new logs."""
         if self.is_current:
             self._index_now()
+            self._ticks += 1
+            if self._ticks % LIST_EVERY == 0:
+                self.list_files()
         self.set_timer(TAIL_S, self._tail)
 
     def _index_now(self) -> None:

@@ -111,7 +111,5 @@ class MatrixScreen(BaseScreen):
 
     def action_open_plots(self) -> None:
         job = self.grid.job
-        if job is None:
-            return
-        epoch = job.epoch or (max(self.ctx.config.eval_epochs(self.ctx.config.models[0])) if self.ctx.config else 0)
-        self.post_message(OpenPlots(job.model, job.layer, epoch))
+        if job is not None:
+            self.post_message(OpenPlots(job.model, job.layer, job.epoch))  # epoch 0 (train): the last one

@@ -153,6 +153,11 @@ class Snapshot:
     budget_usd: float | None = None
     problem: str = ""  # e.g. "no store yet"
     seq: int = 0
+    digest: int = 0  # `fingerprint()`, computed in the engine's thread
+
+    def fingerprint(self) -> int:
+        """Equal for two polls that would show the same thing (then the UI skips the refresh)."""
+        return hash((tuple(self.jobs.values()), self.role, self.spend_usd, self.problem, self.layout.signature))
 
     def active(self) -> list[JobView]:
         """Running, cancelling, queued and failed jobs, in that order (the Jobs screen)."""
@@ -205,8 +210,8 @@ def in_config(jobs: Iterable[JobView], config: Config | None) -> list[JobView]:
         wanted.setdefault(spec.short, entry)
     out = []
     for job in jobs:
-        entry = wanted.get(job.model) or wanted.get(short_model_name(job.model))
-        if entry and job.layer in entry[0] and (job.kind == "train" or job.epoch in entry[1]):
+        found = wanted.get(job.model) or wanted.get(short_model_name(job.model))
+        if found and job.layer in found[0] and (job.kind == "train" or job.epoch in found[1]):
             out.append(job)
     return out
 

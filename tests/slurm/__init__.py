@@ -1,0 +1,1 @@
+"""Tests of the Slurm executor against a real single-node Slurm (see conftest)."""
