@@ -68,6 +68,7 @@ def rank_cell(label: str, levels: int, vector: VectorSpec) -> str:
 
 
 def now() -> str:
+    """UTC ISO timestamp for rows."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -94,6 +95,7 @@ def run_generate(ws: Workspace, config: Config, provider: ProviderSpec, reporter
 
 def generation_unit(config: Config, provider: ProviderSpec, rubric: Rubric, index: int, pair: DPOPair, level: int,
                     cell: str, price: Price) -> Unit:  # fmt: skip
+    """One (prompt, level) reply: the test conversation under the level's system prompt (examples seeded)."""
     p, levels = config.prompting, config.prompting.levels
     extra, messages = split_system(pair.prompt)
     example_ids = pick_level_examples(rubric, p.examples, p.seed, LEVELS_TASK, pair.prompt_id, level)
@@ -213,6 +215,7 @@ def vector_replies(ws: Workspace, vector: VectorSpec, levels: int,
 def rank_unit(config: Config, rubric: Rubric, provider: ProviderSpec, vector: VectorSpec, row: dict[str, Any],
               steering: dict[tuple[int, float], Any], prompts: dict[int, DPOPair], cell: str,
               price: Price) -> Unit:  # fmt: skip
+    """One head-to-head: the judge's pairwise prompt with the prompted and the vector reply, A/B by a seeded coin."""
     judge, label = config.judge, provider.label
     pid, level, mult = int(row["test_prompt_id"]), int(row["level"]), float(row["multiplier"])
     other = steering.get((pid, mult))

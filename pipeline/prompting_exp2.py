@@ -110,11 +110,13 @@ def resolve_who(config: Config, provider: ProviderSpec | None) -> Who:
     return Who(vector.who, vector=vector)
 
 
-def selected_themes(rubric: Rubric, config: Config, where: str = "rubric") -> tuple[Theme, ...]:
+def selected_themes(rubric: Rubric, config: Config) -> tuple[Theme, ...]:
+    """`prompting.themes` (all when empty), checked against the rubric's [persona] themes."""
     names = {t.name: t for t in rubric.themes}
     for name in config.prompting.themes:
         if name not in names:
-            raise ConfigError(f"prompting.themes: {name!r} is not a theme of {where}; themes: {', '.join(names)}")
+            raise ConfigError(f"prompting.themes: {name!r} is not a [persona] theme of rubrics/{rubric.name}.toml; "
+                              f"themes: {', '.join(names)}")  # fmt: skip
     return tuple(names[n] for n in config.prompting.themes) if config.prompting.themes else rubric.themes
 
 

@@ -45,7 +45,7 @@ def preflight(ws: Workspace, config: Config, stages: tuple[str, ...]) -> None:
                 f"{problems[0]}{more}; fix the dataset (steertui data validate {path}) or create one "
                 f"(steertui data generate --provider openai:MODEL)"
             )
-    if "score" in stages:
+    if "score" in stages or "prompting" in stages:
         rubric_problems = validate_rubric(ws.rubric_path(config.behavior))
         if rubric_problems:
             raise InputError(f"{rubric_problems[0]}; fix the rubric (steertui rubric validate)")

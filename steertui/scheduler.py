@@ -218,7 +218,13 @@ class Scheduler:
                 self._emit("skipped", cell, reason or "")
 
     def _skip_reason(self, cell: Cell) -> str | None:
-        if cell.kind != "score":
+        """Cells that call a provider are skipped, with the reason, while its key is missing."""
+        if cell.uses_model:
+            return None
+        if cell.kind in ("prompting-generate", "stability"):
+            var = KEY_ENV.get(cell.model.partition(":")[0], "")
+            if var and not self.env.get(var):
+                return f"no key for {cell.model}: set {var}"
             return None
         var = KEY_ENV[self.config.judge.provider]
         if not self.env.get(var):
@@ -283,7 +289,7 @@ class Scheduler:
                 "VALUES (?, ?, ?, ?, ?)",
                 (job_id, attempt, started.pid, started.external_id, now),
             )
-        where = f"GPU {','.join(map(str, gpus))}" if gpus else ("judge" if cell.kind == "score" else "cpu")
+        where = f"GPU {','.join(map(str, gpus))}" if gpus else ("judge" if not cell.uses_model else "cpu")
         # -- executor-allocated resources (Slurm): name the cluster's job id rather than a local pid --
         ext = started.external_id
         where = f"{self.executor.name} job {ext}" if ext else f"{where}, pid {started.pid}"

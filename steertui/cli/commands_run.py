@@ -14,7 +14,10 @@ ORDER = 15
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_parser(sub, common, "run", "run the plan: train, generate and score every cell of the matrix")
     p.add_argument("--headless", action="store_true", help="line output instead of the TUI (tmux, CI)")
-    p.add_argument("--stages", default="train,generate,score", help="comma-separated subset of train,generate,score")
+    p.add_argument(
+        "--stages", default="train,generate,score,prompting",
+        help="comma-separated subset of train,generate,score,prompting (default: all)",
+    )  # fmt: skip
     p.add_argument("--once", action="store_true", help="one scheduling pass: launch what can start, then exit")
     p.set_defaults(func=run)
 
