@@ -236,7 +236,7 @@ class PromptingConfig:
     """Prompting experiments (SPEC §4.4): prompted frontier models vs the steering vector."""
 
     providers: tuple[str, ...] = ()  # "[label=]anthropic:MODEL" / "[label=]openai:MODEL"; empty = no prompting cells
-    experiments: tuple[Literal["steerability", "stability"], ...] = ("steerability", "stability")
+    experiments: tuple[Literal["steerability", "stability"], ...] = ("steerability", "stability")  # which to run
     levels: int = 7  # "Level k of N": 7 levels <-> multipliers -1.5..1.5, 9 levels <-> -2..2
     examples: int = 3  # few-shot level examples (from the rubric) in each system prompt
     max_prompts: int = 0  # exp1 test prompts: the first N; 0 = the same as generate.max_prompts
