@@ -44,14 +44,14 @@ from pipeline.datagen_prompts import (
 )
 from pipeline.datagen_repair import case_parser
 from pipeline.datagen_split import build_splits, dedupe
-from pipeline.errors import BudgetExceeded, InputError, Interrupted, JudgeError, SteerError
+from pipeline.errors import InputError, SteerError
 from pipeline.files import append_jsonl, atomic_write_json, atomic_write_text, dumps_row, iter_jsonl, repair_jsonl
-from pipeline.judges.base import Call, Completion, RunSettings, Verdict, stop_error
+from pipeline.judges.base import Call, Completion, RunSettings, Verdict
 from pipeline.judges.costs import cost_row, resolve_price
 from pipeline.judges.ledger import Entry, Ledger
 from pipeline.judges.prompts import parse_rating
 from pipeline.judges.providers import open_provider, require_credentials, split_spec
-from pipeline.judges.run import estimate_calls_usd, run_calls
+from pipeline.judges.run import estimate_calls_usd, raise_for_reports, run_calls
 from pipeline.judges.sync_runner import RunReport
 from pipeline.progress import NullReporter, Reporter
 from pipeline.store import open_store
@@ -305,27 +305,7 @@ def _phase(job: GenJob, what: str, spec: str, calls: Sequence[Call], ledger: Led
         finally:
             await provider.aclose()
 
-    _raise_for(asyncio.run(go()), what, ledger, price, batch)
-
-
-def _raise_for(report: RunReport, what: str, ledger: Ledger, price: Price, batch: bool) -> None:
-    if report.fatal is not None:
-        raise stop_error(report.fatal)
-    if report.stopped:
-        raise Interrupted(f"{what} stopped on request; rerun to continue")
-    if report.blocked:
-        need = max(0.0, estimate_calls_usd(report.blocked, price, batch=batch) - max(0.0, ledger.remaining()))
-        raise BudgetExceeded(
-            f"budget reached in {what}: {len(report.blocked)} requests not sent (judge.budget_usd = "
-            f"{ledger.budget_usd:g}, ${ledger.spent():.4f} spent); rerun with --budget-usd "
-            f"{ledger.spent() + need:.4f} or more to continue (answers so far are kept)"
-        )
-    if report.busy:
-        raise JudgeError(f"{what}: {len(report.busy)} requests are in another job's running batch; rerun when it "
-                         "has finished")  # fmt: skip
-    if report.failed:
-        raise JudgeError(f"{what}: {len(report.failed)} requests got no answer (e.g. {report.failed[0][1]}); "
-                         "rerun to retry them")  # fmt: skip
+    raise_for_reports([asyncio.run(go())], ledger, price, batch=batch, what=what)
 
 
 # ------------------------------------------------------------------------------------------------ outputs

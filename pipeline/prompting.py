@@ -35,13 +35,13 @@ from typing import Any
 from pipeline.config import Config, Price
 from pipeline.crashpoints import crash_point
 from pipeline.data import DPOPair, Message, load_pairs
-from pipeline.errors import BudgetExceeded, ConfigError, Interrupted, JudgeError, SteerError
+from pipeline.errors import ConfigError, SteerError
 from pipeline.files import append_jsonl, iter_jsonl, repair_jsonl
-from pipeline.judges.base import Call, RunSettings, stop_error
+from pipeline.judges.base import Call, RunSettings
 from pipeline.judges.costs import cost_row
 from pipeline.judges.ledger import Entry, Ledger
 from pipeline.judges.prompts import seeded
-from pipeline.judges.run import estimate_calls_usd, unique_calls
+from pipeline.judges.run import estimate_calls_usd, raise_for_reports, unique_calls
 from pipeline.judges.sync_runner import RunReport, Sink
 from pipeline.progress import Reporter
 from pipeline.prompting_cli import FLAGS, add_arguments
@@ -277,26 +277,7 @@ def announce(calls: Sequence[Call], ledger: Ledger, price: Price, batch: bool, s
 
 def raise_for(reports: Sequence[RunReport], ledger: Ledger, price: Price, batch: bool) -> None:
     """Raise for anything that leaves the stage incomplete (the judge stage's rules and exit codes)."""
-    fatal = next((r.fatal for r in reports if r.fatal is not None), None)
-    if fatal is not None:
-        raise stop_error(fatal)
-    if any(r.stopped for r in reports):
-        raise Interrupted("stopped on request; rerun to continue")
-    blocked = [c for r in reports for c in r.blocked]
-    if blocked:
-        need = max(0.0, estimate_calls_usd(blocked, price, batch=batch) - max(0.0, ledger.remaining()))
-        raise BudgetExceeded(
-            f"budget reached: {len(blocked)} requests not sent (judge.budget_usd = {ledger.budget_usd:g}, "
-            f"${ledger.spent():.4f} spent); about ${need:.4f} more is needed, so rerun with "
-            f"--budget-usd {ledger.spent() + need:.4f} or more to continue"
-        )
-    busy = [c for r in reports for c in r.busy]
-    if busy:
-        raise JudgeError(f"{len(busy)} requests are also in another job's running batch; rerun when it has "
-                         "finished to fill them in without paying twice")  # fmt: skip
-    failed = [f for r in reports for f in r.failed]
-    if failed:
-        raise JudgeError(f"{len(failed)} requests got no answer (e.g. {failed[0][1]}); rerun to retry them")
+    raise_for_reports(reports, ledger, price, batch=batch)
 
 
 @contextmanager

@@ -24,14 +24,14 @@ from typing import Any
 
 from pipeline.config import Config, Price
 from pipeline.data import load_pairs
-from pipeline.errors import BudgetExceeded, DataError, Interrupted, JudgeError
+from pipeline.errors import DataError
 from pipeline.files import append_jsonl, iter_jsonl, repair_jsonl
-from pipeline.judges.base import Call, RunSettings, stop_error
+from pipeline.judges.base import Call, RunSettings
 from pipeline.judges.costs import resolve_price
 from pipeline.judges.items import PAIRWISE, Item, build_items, row_ids, score_cell, score_row
 from pipeline.judges.ledger import Entry, Ledger
 from pipeline.judges.providers import open_provider, require_credentials, split_spec
-from pipeline.judges.run import estimate_calls_usd, run_calls, unique_calls
+from pipeline.judges.run import estimate_calls_usd, raise_for_reports, run_calls, unique_calls
 from pipeline.judges.sync_runner import RunReport
 from pipeline.progress import NullReporter, Reporter
 from pipeline.rubric import load_rubric
@@ -137,23 +137,7 @@ def _finish(report: RunReport, result: ScoreResult, ledger: Ledger, price: Price
     reporter.message(f"{result.written} rows written ({result.invalid} invalid), {report.sent} requests sent, "
                      f"{report.retries} retries, ${result.spent_usd:.4f} spent -> {result.path}")  # fmt: skip
     reporter.artifact(result.path)
-    if report.fatal is not None:
-        raise stop_error(report.fatal)
-    if report.stopped:
-        raise Interrupted("scoring stopped on request; rerun to continue")
-    if report.blocked:
-        need = estimate_calls_usd(report.blocked, price, batch=batch) - max(0.0, ledger.remaining())
-        raise BudgetExceeded(
-            f"budget reached: {len(report.blocked)} requests not sent (judge.budget_usd = {ledger.budget_usd:g}, "
-            f"${ledger.spent():.4f} spent); about ${max(need, 0.0):.4f} more is needed, so rerun with "
-            f"--budget-usd {ledger.spent() + max(need, 0.0):.4f} or more to continue"
-        )
-    if report.busy:
-        raise JudgeError(f"{len(report.busy)} requests are also in another job's running batch (identical "
-                         "prompts); rerun when it has finished to fill them in without paying twice")  # fmt: skip
-    if report.failed:
-        _, reason = report.failed[0]
-        raise JudgeError(f"{len(report.failed)} requests got no answer (e.g. {reason}); rerun to retry them")
+    raise_for_reports([report], ledger, price, batch=batch)
 
 
 def _load_generations(path: Path) -> list[dict[str, Any]]:

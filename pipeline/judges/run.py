@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.config import Price
-from pipeline.judges.base import Call, Provider, RunSettings
+from pipeline.errors import BudgetExceeded, Interrupted, JudgeError
+from pipeline.judges.base import Call, Provider, RunSettings, stop_error
 from pipeline.judges.batch_runner import BatchRunner
 from pipeline.judges.costs import estimate_usd
 from pipeline.judges.ledger import Entry, Ledger, Settlement
@@ -98,3 +99,32 @@ def _merge(batch: RunReport, sync: RunReport) -> RunReport:
         fatal=sync.fatal or batch.fatal,
         stopped=sync.stopped,
     )
+
+
+def raise_for_reports(
+    reports: Sequence[RunReport], ledger: Ledger, price: Price, *, batch: bool, what: str = ""
+) -> None:
+    """Raise for anything that leaves a stage incomplete, with the stages' shared rules and exit codes:
+    a fatal provider error, a stop request, the budget (saying how much more is needed), requests held by
+    another job's batch, and requests that got no answer (all rerunnable without paying twice)."""
+    where = f" in {what}" if what else ""
+    fatal = next((r.fatal for r in reports if r.fatal is not None), None)
+    if fatal is not None:
+        raise stop_error(fatal)
+    if any(r.stopped for r in reports):
+        raise Interrupted(f"stopped on request{where}; rerun to continue")
+    blocked = [c for r in reports for c in r.blocked]
+    if blocked:
+        need = max(0.0, estimate_calls_usd(blocked, price, batch=batch) - max(0.0, ledger.remaining()))
+        raise BudgetExceeded(
+            f"budget reached{where}: {len(blocked)} requests not sent (judge.budget_usd = {ledger.budget_usd:g}, "
+            f"${ledger.spent():.4f} spent); about ${need:.4f} more is needed, so rerun with "
+            f"--budget-usd {ledger.spent() + need:.4f} or more to continue (answers so far are kept)"
+        )
+    busy = [c for r in reports for c in r.busy]
+    if busy:
+        raise JudgeError(f"{len(busy)} requests{where} are also in another job's running batch; rerun when it has "
+                         "finished to fill them in without paying twice")  # fmt: skip
+    failed = [f for r in reports for f in r.failed]
+    if failed:
+        raise JudgeError(f"{len(failed)} requests{where} got no answer (e.g. {failed[0][1]}); rerun to retry them")
