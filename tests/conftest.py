@@ -17,6 +17,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# Environment for plan runs in tests: a small smoke plan that finishes in seconds on a busy 2-core box.
+FAST_PLAN_ENV = {
+    "STEERTUI_TRAIN_EPOCHS": "2",
+    "STEERTUI_TRAIN_MAX_PAIRS": "8",
+    "STEERTUI_TRAIN_EVAL_PAIRS": "4",
+    "STEERTUI_TRAIN_MAX_LENGTH": "256",
+    "STEERTUI_GENERATE_MAX_PROMPTS": "2",
+    "STEERTUI_SCHEDULER_RETRY_BACKOFF_S": "0",
+    "STEERTUI_SCHEDULER_POLL_S": "0.2",
+    "OMP_NUM_THREADS": "1",
+}
 CLEARED_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "HF_TOKEN")
 
 

@@ -17,18 +17,9 @@ from pipeline.store import open_store
 from pipeline.workspace import Workspace
 from steertui.gpus import GPU, Leases
 from steertui.plan import build_plan
-from tests.conftest import REPO, run_cli
+from tests.conftest import FAST_PLAN_ENV, REPO, run_cli
 
-FAST = {
-    "STEERTUI_TRAIN_EPOCHS": "2",
-    "STEERTUI_TRAIN_MAX_PAIRS": "8",
-    "STEERTUI_TRAIN_EVAL_PAIRS": "4",
-    "STEERTUI_TRAIN_MAX_LENGTH": "256",
-    "STEERTUI_GENERATE_MAX_PROMPTS": "2",
-    "STEERTUI_SCHEDULER_RETRY_BACKOFF_S": "0",
-    "STEERTUI_SCHEDULER_POLL_S": "0.2",
-    "OMP_NUM_THREADS": "1",
-}
+FAST = FAST_PLAN_ENV
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 300.0, what: str = "condition") -> None:
