@@ -17,7 +17,6 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.files import iter_jsonl
-from pipeline.vectors import is_complete
 from pipeline.workspace import Workspace, short_model_name
 
 
@@ -64,6 +63,8 @@ def vector_done(ws: Workspace, config: Config, model: str, layer: int, epoch: in
     sidecar = path.with_suffix(".json")
     if not sidecar.exists():
         return False
+    from pipeline.vectors import is_complete  # torch: only when a vector is actually checked
+
     return bool(_cached(path, f"vector:{sidecar.stat().st_mtime_ns}", lambda: is_complete(path)))
 
 

@@ -109,8 +109,17 @@ class ChatSession:
         self.vector_source: Callable[[int, int], torch.Tensor] | None = None
 
     @classmethod
-    def open(cls, ws: Workspace, config: Config, model: str, *, device: str = "auto", dtype: str = "auto",
-             decoding: Decoding | None = None, on_stage: Callable[[str], None] | None = None) -> ChatSession:  # fmt: skip
+    def open(
+        cls,
+        ws: Workspace,
+        config: Config,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        decoding: Decoding | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> ChatSession:
         """Load `model` (imports torch here, not before) and read vectors from the workspace on demand."""
         say = on_stage or (lambda text: None)
         say("importing torch and transformers")
@@ -140,8 +149,14 @@ class ChatSession:
         text = render_prompt(self.loaded.tokenizer, messages, system_prompt=self.system_prompt)
         return encode_prompt(self.loaded.tokenizer, text)
 
-    def stream(self, conversations: Sequence[Sequence[Message]], rows: Sequence[RowSpec], *, turn: int = 0,
-               should_stop: Callable[[], bool] = lambda: False) -> Iterator[Step]:  # fmt: skip
+    def stream(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        rows: Sequence[RowSpec],
+        *,
+        turn: int = 0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[Step]:
         """Decode one reply per conversation, all rows in one batch; yields each step's new text per row."""
         if len(conversations) != len(rows):
             raise ValueError(f"{len(conversations)} conversations for {len(rows)} rows")
@@ -179,8 +194,16 @@ def _read_vector(ws: Workspace, config: Config, model: str, layer: int, epoch: i
     return load_vector(ws.vector_path(config.behavior, model, layer, epoch), hidden_size=hidden)
 
 
-def _decode(model: Any, prompts: list[list[int]], rows: Sequence[RowSpec], decoding: Decoding,
-            stops: tuple[int, ...], tokenizer: Any, turn: int, should_stop: Callable[[], bool]) -> Iterator[Step]:  # fmt: skip
+def _decode(
+    model: Any,
+    prompts: list[list[int]],
+    rows: Sequence[RowSpec],
+    decoding: Decoding,
+    stops: tuple[int, ...],
+    tokenizer: Any,
+    turn: int,
+    should_stop: Callable[[], bool],
+) -> Iterator[Step]:
     """Greedy or seeded sampling with a KV cache over a left-padded batch (positions as HF `generate`)."""
     import torch
     from transformers import DynamicCache

@@ -20,6 +20,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from pipeline.config import Config
@@ -95,6 +96,7 @@ class SteerApp(App[int]):
         self._shown = 0  # fingerprint of the snapshot on screen
         self._polling = False
         self._poll_again = False
+        self._timer: Timer | None = None
         for name in SCREENS:
             self.add_mode(name, _screen(name, self.ctx))
         if self.options.schedule:
@@ -109,10 +111,13 @@ class SteerApp(App[int]):
 
     # -- the engine loop ---------------------------------------------------------------------------------
     def poll_now(self) -> None:
-        """Run an engine pass now, or right after the one in progress."""
+        """Run an engine pass now, or right after the one in progress (one timer chain, never two passes)."""
         if self._polling:
             self._poll_again = True
             return
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
         self._polling = True
         self._poll_again = False
         self.engine_pass()
@@ -130,7 +135,7 @@ class SteerApp(App[int]):
             if self._poll_again:
                 self.call_later(self.poll_now)
             else:
-                self.set_timer(self.options.poll_s, self.poll_now)
+                self._timer = self.set_timer(self.options.poll_s, self.poll_now)
         elif event.state == WorkerState.ERROR and worker.error is not None:
             self.notify(f"{type(worker.error).__name__}: {worker.error}", title=worker.group, severity="error")
 
@@ -185,7 +190,7 @@ class SteerApp(App[int]):
     async def _show_cell(self, event: ShowCell) -> None:
         await self.switch_mode("matrix")
         screen: Any = self.screen
-        if not screen.grid.select(event.job_id):
+        if not screen.select_job(event.job_id):
             self.notify("that cell is not in the matrix (not in steertui.toml)", severity="warning")
 
     def action_help(self) -> None:

@@ -85,8 +85,10 @@ class LocalExecutor:
         return Observed("exited", int(recorded)) if recorded is not None else Observed("lost")
 
     def cancel(self, job: Mapping[str, Any], *, force: bool = False) -> None:
-        """SIGINT to the worker's process group (it saves and exits); SIGKILL when `force`."""
-        if not alive(job["pid"], job["pid_start"]):
+        """SIGINT to the worker's process group (it saves and exits); SIGKILL when `force`.
+
+        Only a process whose start time matches is signalled, never a stranger that reused the pid."""
+        if job["pid_start"] is None or not alive(job["pid"], job["pid_start"]):
             return
         try:
             os.killpg(os.getpgid(int(job["pid"])), signal.SIGKILL if force else signal.SIGINT)

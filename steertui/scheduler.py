@@ -96,6 +96,7 @@ class Scheduler:
         self.cells: dict[str, Cell] = self.plan.by_key()
         self.leases = Leases(store, ws.locks_dir)
         self.on_event = on_event or (lambda e: None)
+        self.allowed: set[str] | None = None  # cell keys that may be launched; None = every cell of the plan
         self.ids = self._sync_jobs()
         self.leases.free_dead()
 
@@ -240,6 +241,8 @@ class Scheduler:
         for key, cell in self.cells.items():
             row = rows[key]
             if row["state"] != "queued" or (row["next_attempt_at"] or 0) > now:
+                continue
+            if self.allowed is not None and key not in self.allowed:
                 continue
             slot = _slot(cell, bool(self.gpus))
             limit = {"cpu": self.config.scheduler.cpu_slots, "judge": self.config.scheduler.judge_slots}.get(slot)

@@ -17,7 +17,8 @@ def run_tui(args: argparse.Namespace, *, schedule: bool = False, stages: tuple[s
     config = load(args)
     ws = workspace(args)
     from steertui.app import AppOptions, make_app
-    from steertui.screens.engine import STAGES, EngineOptions
+    from steertui.plan import STAGES
+    from steertui.screens.engine import EngineOptions
 
     if schedule:
         from steertui.headless import preflight  # deferred: imports the scheduler (and torch, for artifact checks)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import DataTable, Footer, Header
 
 from steertui.screens.context import TuiContext
 from steertui.screens.snapshot import Snapshot
@@ -28,7 +31,9 @@ class BaseScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.watch(self.app, "snapshot", self._snapshot_changed, init=True)
+        """Subclasses set their widgets up first, then call this (so the first snapshot finds them ready)."""
+        self.watch(self.app, "snapshot", self._snapshot_changed, init=False)
+        self.show_snapshot(self.snapshot)
 
     def on_screen_resume(self) -> None:
         self.show_snapshot(self.snapshot)
@@ -44,3 +49,10 @@ class BaseScreen(Screen[None]):
 
     def show_snapshot(self, snap: Snapshot) -> None:
         """Update the screen from a new snapshot (only called while it is current)."""
+
+
+def table_with_columns(table: DataTable[Any], columns: Sequence[str]) -> DataTable[Any]:
+    """A table whose columns exist before it is mounted (a snapshot may arrive first)."""
+    for name in columns:
+        table.add_column(name, key=name)
+    return table

@@ -17,7 +17,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, ProgressBar, Static
 
 from pipeline.chat_session import RowSpec
-from pipeline.errors import SteerError
+from pipeline.errors import InputError, SteerError
 from steertui.messages import ChatDone, ChatStage, ChatTokens
 from steertui.screens.base import BaseScreen
 from steertui.screens.context import TuiContext
@@ -72,6 +72,9 @@ class ChatScreen(BaseScreen):
         self.query_one("#chat-progress").display = False
         self.query_one("#chat-input", Input).focus()
 
+    def on_unmount(self) -> None:
+        self._stop = True  # a reply being decoded ends at its next token when the app quits
+
     def _value(self, name: str) -> str:
         return self.query_one(f"#chat-{name}", Input).value.strip()
 
@@ -92,28 +95,29 @@ class ChatScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="chat-load", exit_on_error=False)
     def load_model(self, model: str) -> None:
-        from pipeline.chat_session import ChatSession, Decoding
-
         steps = iter(range(1, LOAD_STEPS))
-        opts = self.ctx.chat
 
         def stage(text: str) -> None:
             self.post_message(ChatStage(text, next(steps, LOAD_STEPS - 1), LOAD_STEPS))
 
         try:
-            decoding = None
-            if self.ctx.config is not None:
-                decoding = Decoding.from_config(self.ctx.config, max_new_tokens=opts.max_new_tokens, greedy=opts.greedy)
-            assert self.ctx.config is not None, "the workspace config did not load"
-            session = ChatSession.open(self.ctx.ws, self.ctx.config, model, device=opts.device, decoding=decoding,
-                                       on_stage=stage)  # fmt: skip
-        except (SteerError, AssertionError, OSError) as exc:
-            self.post_message(ChatStage(f"cannot load {model}: {exc}", -1, LOAD_STEPS))
+            session = self._open(model, stage)
+        except Exception as exc:  # a missing model, a CUDA OOM: a message, never a stuck pane
+            reason = exc.message if isinstance(exc, SteerError) else f"{type(exc).__name__}: {exc}"
+            self.post_message(ChatStage(f"cannot load {model}: {reason}", -1, LOAD_STEPS))
             return
         self.session, self.session_model = session, model
-        loaded = session.loaded
-        dtype = str(loaded.dtype).removeprefix("torch.")
-        self.post_message(ChatStage(f"{model} · {loaded.device} · {dtype}", LOAD_STEPS, LOAD_STEPS))
+        dtype = str(session.loaded.dtype).removeprefix("torch.")
+        self.post_message(ChatStage(f"{model} · {session.loaded.device} · {dtype}", LOAD_STEPS, LOAD_STEPS))
+
+    def _open(self, model: str, stage: Any) -> Any:
+        from pipeline.chat_session import ChatSession, Decoding
+
+        config, opts = self.ctx.config, self.ctx.chat
+        if config is None:
+            raise InputError("steertui.toml did not load; fix it and reopen")
+        decoding = Decoding.from_config(config, max_new_tokens=opts.max_new_tokens, greedy=opts.greedy)
+        return ChatSession.open(self.ctx.ws, config, model, device=opts.device, decoding=decoding, on_stage=stage)
 
     @on(ChatStage)
     def _stage(self, event: ChatStage) -> None:

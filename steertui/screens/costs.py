@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 from pipeline.config import Config
 from pipeline.workspace import Workspace
 from steertui.messages import PanelData
-from steertui.screens.base import BaseScreen
+from steertui.screens.base import BaseScreen, table_with_columns
 
 REFRESH_S = 5.0
 COLUMNS = ("model", "layer", "epoch", "task", "judge", "requests", "done", "invalid", "failed", "cost")
@@ -109,13 +109,10 @@ class CostsScreen(BaseScreen):
     def compose(self) -> ComposeResult:
         yield from self.header()
         yield Static("reading the ledger…", id="cost-summary")
-        yield DataTable(id="costs", cursor_type="row", zebra_stripes=True)
+        yield table_with_columns(DataTable(id="costs", cursor_type="row", zebra_stripes=True), COLUMNS)
         yield from self.footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name)
         super().on_mount()
         self.set_timer(REFRESH_S, self._poll)
 

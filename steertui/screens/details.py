@@ -72,7 +72,9 @@ def tail(path: str, lines: int) -> list[str]:
         size = fh.tell()
         fh.seek(max(0, size - 16384))
         data = fh.read().decode("utf-8", "replace")
-    return [line.rstrip() for line in data.splitlines() if line.strip()][-lines:]
+    from steertui.widgets.glyphs import printable
+
+    return [printable(line).rstrip() for line in data.splitlines() if line.strip()][-lines:]
 
 
 def _what(job: dict[str, Any]) -> str:
@@ -143,9 +145,9 @@ def _artifacts(ws: Workspace, config: Config | None, job: dict[str, Any]) -> lis
 
 
 def _behaviour_task(ws: Workspace, config: Config) -> str:
-    from pipeline.rubric import read_task_name
+    from pipeline.artifacts import behaviour_task
 
-    return read_task_name(ws.rubric_path(config.behavior)) or "relationship"
+    return behaviour_task(ws, config)
 
 
 def _cost(conn: sqlite3.Connection, cell: str) -> str:

@@ -21,6 +21,7 @@ from pipeline.config import Config
 from pipeline.errors import InputError, SteerError
 from pipeline.store import Store
 from pipeline.workspace import Workspace
+from steertui.plan import STAGES
 from steertui.screens.snapshot import (
     EventView,
     JobView,
@@ -41,7 +42,6 @@ from steertui.screens.snapshot import planned as planned_job
 if TYPE_CHECKING:
     from steertui.screens.scheduling import SelectiveScheduler
 
-STAGES = ("train", "generate", "score")
 RERUNNABLE = ("failed", "cancelled", "skipped")
 FINAL = ("done", *RERUNNABLE)
 
@@ -56,7 +56,7 @@ class Command:
 
 @dataclass
 class EngineOptions:
-    """Test seams: the scheduler's executor, GPU list and environment."""
+    """The stages to schedule (`steertui run --stages`), and test seams: executor, GPU list, environment."""
 
     stages: tuple[str, ...] = STAGES
     executor: Any = None
@@ -65,6 +65,8 @@ class EngineOptions:
 
 
 class Engine:
+    """Store connection, scheduler role and command queue of one app; `step` is one pass."""
+
     def __init__(self, ws: Workspace, config: Config | None, options: EngineOptions | None = None) -> None:
         self.ws = ws
         self.config = config
@@ -77,6 +79,9 @@ class Engine:
         self._last_event: int | None = None
         self._layout = MatrixLayout()
         self._planned: dict[int, JobView] | None = None  # the plan's cells before any scheduler synced them
+        self._version: tuple[int, int] = (-1, -1)  # (PRAGMA data_version, our own total_changes)
+        self._cached: dict[int, JobView] = {}
+        self._derived: tuple[dict[int, JobView], Counter[str], int] = ({}, Counter(), 0)  # jobs -> counts, digest
         self._seq = 0
 
     def submit(self, command: Command) -> None:
@@ -117,21 +122,34 @@ class Engine:
         snap = Snapshot(role=self.role(), notices=notices, seq=self._seq,
                         budget_usd=budget if budget is not None and budget != float("inf") else None)  # fmt: skip
         store = self._open()
-        snap.jobs = read_jobs(store.conn) if store is not None else {}
-        if not snap.jobs and self.config is not None:
-            snap.jobs = self._planned_jobs()
-        if not snap.jobs:
+        jobs = self._jobs(store)
+        if not jobs and self.config is not None:
+            jobs = self._planned_jobs()
+        snap.jobs = jobs
+        if not jobs:
             snap.problem = "the plan is empty: add [[models]] to steertui.toml (and check it loads)"
-        shown = in_config(snap.jobs.values(), self.config)
-        if signature(shown) != self._layout.signature:
-            self._layout = build_layout(shown)
-        snap.layout = self._layout
-        snap.counts = Counter(snap.jobs[jid].shown_state for line in self._layout.grid for jid in line if jid)
+        if jobs is not self._derived[0]:
+            shown = in_config(jobs.values(), self.config)
+            if signature(shown) != self._layout.signature:
+                self._layout = build_layout(shown)
+            counts = Counter(jobs[jid].shown_state for line in self._layout.grid for jid in line if jid)
+            self._derived = (jobs, counts, hash(tuple(jobs.values())))
+        snap.layout, snap.counts = self._layout, self._derived[1]
         if store is not None:
             snap.events = self._events(store.conn)
             snap.spend_usd = read_spend(store.conn)
-        snap.digest = snap.fingerprint()
+        snap.digest = hash((self._derived[2], snap.role, snap.spend_usd, snap.problem, self._layout.signature))
         return snap
+
+    def _jobs(self, store: Store | None) -> dict[int, JobView]:
+        """The jobs table, re-read only when someone wrote to the store since the last pass."""
+        if store is None:
+            return {}
+        conn = store.conn
+        version = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        if version != self._version:
+            self._version, self._cached = version, read_jobs(conn)
+        return self._cached
 
     def _planned_jobs(self) -> dict[int, JobView]:
         """The plan's cells as pending jobs with negative ids (the store has none yet)."""
@@ -259,7 +277,8 @@ class Engine:
         if not rows or store is None:
             return [Notice("nothing to cancel", "warning")]
         running = self.scheduler is not None or _scheduler_pid(self.ws) is not None
-        n = request_cancel(store, [r["id"] for r in rows], scheduler_running=running)
+        n = request_cancel(store, [r["id"] for r in rows], scheduler_running=running, workspace=self.ws,
+                           config=self.config)  # fmt: skip
         return [Notice(f"cancel requested for {n} cell(s)", title="cancel")]
 
 
@@ -280,7 +299,8 @@ def _scheduler_pid(ws: Workspace) -> int | None:
     import psutil
 
     try:
-        started = psutil.Process(pid).create_time()
+        proc = psutil.Process(pid)
+        started, dead = proc.create_time(), proc.status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped
     except psutil.Error:
         return None
-    return pid if started <= written + 1.0 else None
+    return pid if started <= written + 1.0 and not dead else None

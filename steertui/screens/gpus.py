@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from steertui.messages import PanelData
-from steertui.screens.base import BaseScreen
+from steertui.screens.base import BaseScreen, table_with_columns
 from steertui.widgets.glyphs import bar
 
 REFRESH_S = 2.0
@@ -73,13 +73,10 @@ class GpusScreen(BaseScreen):
     def compose(self) -> ComposeResult:
         yield from self.header()
         yield Static("reading NVML…", id="gpu-note")
-        yield DataTable(id="gpus", cursor_type="row")
+        yield table_with_columns(DataTable(id="gpus", cursor_type="row"), COLUMNS)
         yield from self.footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name)
         super().on_mount()
         self.set_timer(REFRESH_S, self._poll)
 

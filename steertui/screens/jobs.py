@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 
 from pipeline.progress import format_duration
 from steertui.messages import JobAction, OpenLog, ShowCell
-from steertui.screens.base import BaseScreen
+from steertui.screens.base import BaseScreen, table_with_columns
 from steertui.screens.context import TuiContext
 from steertui.screens.snapshot import JobView, Snapshot
 from steertui.widgets.glyphs import bar, state_text
@@ -38,14 +38,8 @@ class JobsScreen(BaseScreen):
     def compose(self) -> ComposeResult:
         yield from self.header()
         yield StatusLine(id="status")
-        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+        yield table_with_columns(DataTable(id="jobs", cursor_type="row", zebra_stripes=True), COLUMNS)
         yield from self.footer()
-
-    def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name)
-        super().on_mount()
 
     def show_snapshot(self, snap: Snapshot) -> None:
         self.query_one(StatusLine).show(snap)

@@ -11,7 +11,7 @@ from textual.widgets import Static
 from steertui.messages import DetailsReady, JobAction, OpenLog, OpenPlots
 from steertui.screens.base import BaseScreen
 from steertui.screens.context import TuiContext
-from steertui.screens.details import read_details
+from steertui.screens.details import CellInfo, read_details
 from steertui.screens.snapshot import JobView, Snapshot
 from steertui.widgets.cell_details import CellDetails
 from steertui.widgets.matrix_grid import MatrixGrid
@@ -63,6 +63,11 @@ class MatrixScreen(BaseScreen):
             self._details_for = job
             self.load_details(job.id if job else None)
 
+    def select_job(self, job_id: int) -> bool:
+        """Put the cursor on `job_id`'s cell (with the latest snapshot: the screen may just have resumed)."""
+        self.show_snapshot(self.snapshot)
+        return self.grid.select(job_id)
+
     @on(MatrixGrid.Highlighted)
     def _highlighted(self, event: MatrixGrid.Highlighted) -> None:
         self._details_for = self.grid.job
@@ -72,7 +77,11 @@ class MatrixScreen(BaseScreen):
     def load_details(self, job_id: int | None) -> None:
         ws = self.ctx.ws
         info = None
-        if job_id is not None and ws.db_path.exists():
+        if job_id is not None and job_id < 0:  # a plan cell no scheduler has recorded yet
+            job = self.snapshot.jobs.get(job_id)
+            note = "not scheduled yet: r runs it (and the cells it needs), s schedules every cell"
+            info = CellInfo(job_id, job.cell, job.state, [("status", note)]) if job else None
+        elif job_id is not None and ws.db_path.exists():
             info = read_details(ws, self.ctx.config, ws.db_path, job_id, self.ctx.clock())
         self.post_message(DetailsReady(info))
 

@@ -60,10 +60,10 @@ def read_plot_tables(ws: Workspace, config: Config | None) -> PlotTables:
         winrate_by_multiplier,
     )
     from pipeline.analysis_io import load_corpus
-    from pipeline.rubric import read_task_name
+    from pipeline.rubric import default_task, read_task_name
 
     behavior = config.behavior if config else None
-    task = (read_task_name(ws.rubric_path(behavior)) if behavior else None) or "relationship"
+    task = (read_task_name(ws.rubric_path(behavior)) if behavior else None) or default_task(behavior or "")
     corpus = load_corpus(ws.root, source="workspace", behavior_task=task, behavior=behavior)
     training = training_table(corpus.metrics)
     rates = win_rates(corpus.pairwise)

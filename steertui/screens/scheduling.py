@@ -39,14 +39,13 @@ class SelectiveScheduler(Scheduler):
                     added.append(need)
         return added
 
-    def _launch(self, cell: Cell, row: Any) -> bool:
-        if self.allowed is not None and cell.key not in self.allowed:
-            return False
-        return super()._launch(cell, row)
-
 
 def upstream(cell: Cell) -> list[str]:
     """Keys of the cells whose artifacts `cell` reads."""
+    if cell.needs:
+        return list(cell.needs)
+    if cell.kind not in ("train", "generate", "score"):
+        return []
     if cell.kind == "train":
         return []
     train = cell_key("train", cell.model, cell.layer)

@@ -11,7 +11,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.config import Config
 from pipeline.workspace import short_model_name
@@ -26,9 +26,11 @@ JOB_COLUMNS = (
 STAGE_LABELS = {"train": "train", "generate": "gen", "coherence": "coh", "pairwise": "pair"}
 
 
-@dataclass(frozen=True, slots=True)
-class JobView:
-    """One row of the `jobs` table, minus the bulky columns (error text, metrics JSON)."""
+class JobView(NamedTuple):
+    """One row of the `jobs` table, minus the bulky columns (error text, metrics JSON).
+
+    A named tuple: built from a SQLite row in C, hashed and compared as a tuple (8,000 a second stay cheap).
+    """
 
     id: int
     cell: str
@@ -153,11 +155,7 @@ class Snapshot:
     budget_usd: float | None = None
     problem: str = ""  # e.g. "no store yet"
     seq: int = 0
-    digest: int = 0  # `fingerprint()`, computed in the engine's thread
-
-    def fingerprint(self) -> int:
-        """Equal for two polls that would show the same thing (then the UI skips the refresh)."""
-        return hash((tuple(self.jobs.values()), self.role, self.spend_usd, self.problem, self.layout.signature))
+    digest: int = 0  # equal for two polls that would show the same thing (the UI then skips the refresh)
 
     def active(self) -> list[JobView]:
         """Running, cancelling, queued and failed jobs, in that order (the Jobs screen)."""
@@ -168,7 +166,8 @@ class Snapshot:
 
 def read_jobs(conn: sqlite3.Connection) -> dict[int, JobView]:
     """Every job, light columns only, NULLs of the text/number columns normalised (one row → one `JobView`)."""
-    return {r[0]: JobView(*r) for r in conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY id")}
+    make = JobView._make
+    return {r[0]: make(r) for r in conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY id")}
 
 
 def planned(job_id: int, cell: Any) -> JobView:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
+
+from steertui.widgets.glyphs import printable
 
 
 class ChatColumn(VerticalScroll):
@@ -13,19 +14,19 @@ class ChatColumn(VerticalScroll):
 
     def __init__(self, label: str, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="chat-column")
-        self.label = label
+        self.border_title = label  # the steering of this column, on its frame
         self.reply = ""
         self._reply_box: Static | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Static(Text(self.label, style="bold"), classes="chat-label")
+    @property
+    def label(self) -> str:
+        return str(self.border_title or "")
 
     def set_label(self, label: str) -> None:
-        self.label = label
-        self.query_one(".chat-label", Static).update(Text(label, style="bold"))
+        self.border_title = label
 
     def add_user(self, text: str) -> None:
-        self.mount(Static(Text(text), classes="chat-user"))
+        self.mount(Static(Text(printable(text)), classes="chat-user"))
         self.scroll_end(animate=False)
 
     def marker(self, text: str) -> None:
@@ -41,7 +42,7 @@ class ChatColumn(VerticalScroll):
         if not text or self._reply_box is None:
             return
         self.reply += text
-        self._reply_box.update(Text(self.reply))
+        self._reply_box.update(Text(printable(self.reply)))
         self.scroll_end(animate=False)
 
     def end_reply(self, error: str = "") -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.style import Style
 from rich.text import Text
 
@@ -49,3 +51,16 @@ def legend(*, compact: bool = False) -> Text:
         text.append(" " if compact else "  ")
     text.rstrip()
     return text
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+CONTROLS = {c: 0x2400 + c for c in range(32) if c not in (9, 10)} | {0x7F: 0x2421}  # ␀ ␁ … ␡
+
+
+def printable(text: str) -> str:
+    """Text safe to draw: ANSI escapes dropped, a carriage-return progress line reduced to its last state,
+    other control characters shown as their visible symbols (model output and logs may hold any byte)."""
+    text = ANSI.sub("", text)
+    if "\r" in text:
+        text = "\n".join(line.rsplit("\r", 1)[-1] if line.strip("\r") else "" for line in text.split("\n"))
+    return text.translate(CONTROLS)

@@ -14,6 +14,8 @@ from bisect import bisect_right
 from collections import OrderedDict
 from pathlib import Path
 
+from steertui.widgets.glyphs import printable
+
 CHUNK = 1 << 20
 MAX_LINE = 4096  # characters kept per line (the rest of a huge line is cut)
 CACHE_LINES = 2000
@@ -74,7 +76,7 @@ class LineIndex:
         with open(self.path, "rb") as fh:
             fh.seek(start)
             data = fh.read(min(end - start, MAX_LINE * 4))
-        text = data.decode("utf-8", "replace").rstrip("\r\n").expandtabs(4)[:MAX_LINE]
+        text = printable(data.decode("utf-8", "replace").rstrip("\r\n")).expandtabs(4)[:MAX_LINE]
         self._cache[index] = text
         if len(self._cache) > CACHE_LINES:
             self._cache.popitem(last=False)

@@ -65,7 +65,7 @@ class MatrixGrid(Widget, can_focus=True):
         """Adopt a new snapshot and repaint the visible part."""
         self.snapshot = snapshot
         labels = snapshot.layout.row_labels
-        self._label_w = min(max((len(s) for s in labels), default=0), MAX_LABEL) + 1
+        self._label_w = min(max((len(s) for s in labels), default=0), MAX_LABEL) + 2
         self.cursor = self._clamp(self.cursor)
         self._scroll_to_cursor()
         self._post_highlight()
