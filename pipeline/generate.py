@@ -438,11 +438,11 @@ def run_from_args(args: argparse.Namespace, ws: Workspace, cfg: Config, reporter
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.worker import base_parser, reporter_for, resolve_config, run_worker
+    from pipeline.worker import base_parser, glue_number_lists, reporter_for, resolve_config, run_worker
 
     parser = base_parser("python -m pipeline.generate", "Steered generations for every test prompt × multiplier.")
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(glue_number_lists(list(sys.argv[1:] if argv is None else argv)))
 
     def body() -> None:
         ws, cfg = resolve_config(args, FLAGS)

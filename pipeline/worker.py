@@ -22,6 +22,23 @@ from pipeline.progress import PrintReporter, Reporter
 from pipeline.workspace import Workspace, resolve_workspace
 
 
+NUMBER_LIST_FLAGS = ("--multipliers", "--multiplier")
+
+
+def glue_number_lists(argv: list[str]) -> list[str]:
+    """`--multipliers -2,-1,0` -> `--multipliers=-2,-1,0`: argparse would read "-2,-1,0" as an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in NUMBER_LIST_FLAGS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--workspace", "-w", metavar="DIR", default=None, help="workspace (default: cwd)")

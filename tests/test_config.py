@@ -109,3 +109,12 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
     assert run_cli("init", str(tmp_path / "a"), "--example", "smoke")[0] == 0
     code, _, err = run_cli("init", str(tmp_path / "a"))
     assert code == 2 and "already a workspace" in err
+
+
+def test_negative_multiplier_lists_parse_as_the_spec_writes_them() -> None:
+    from pipeline.worker import glue_number_lists
+    from steertui.cli import build_parser
+
+    argv = ["generate", "--model", "m", "--layer", "1", "--epoch", "2", "--multipliers", "-2,-1,0,1,2"]
+    args = build_parser().parse_args(glue_number_lists(argv))
+    assert args.multipliers == (-2.0, -1.0, 0.0, 1.0, 2.0)

@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.worker import glue_number_lists
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(glue_number_lists(list(sys.argv[1:] if argv is None else argv)))
     if not hasattr(args, "workspace"):
         args.workspace = None
     handler = getattr(args, "func", None)
