@@ -21,7 +21,6 @@ from pipeline.errors import SteerError
 from pipeline.progress import PrintReporter, Reporter
 from pipeline.workspace import Workspace, resolve_workspace
 
-
 NUMBER_LIST_FLAGS = ("--multipliers", "--multiplier")
 
 
