@@ -209,6 +209,7 @@ def _decode(
     from transformers import DynamicCache
 
     from pipeline.generate_sampling import Sampling, choose_tokens, row_seed, row_uniforms
+    from pipeline.models import cache_kwarg
 
     device = next(model.parameters()).device
     pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0])
@@ -224,8 +225,9 @@ def _decode(
     decoders = [_TextStream(tokenizer) for _ in rows]
     finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
     cache = DynamicCache(config=model.config)
+    kv = {cache_kwarg(model): cache}
     with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache).logits[:, -1]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kv).logits[:, -1]
         for step in range(decoding.max_new_tokens):
             nxt = choose_tokens(logits.float(), uniforms[:, step], sampling).masked_fill(finished, pad)
             new = [None if done else int(t) for t, done in zip(nxt.tolist(), finished.tolist(), strict=True)]
@@ -236,7 +238,7 @@ def _decode(
                 return
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
             pos = pos[:, -1:] + 1
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache)
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, **kv)
             logits = out.logits[:, -1]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pipeline.errors import ModelLoadError
-from pipeline.models import decoder_layers
+from pipeline.models import cache_kwarg, decoder_layers
 
 ATTN_NAME = "steertui_gqa"
 LOGIT_CHUNK = 2048  # positions per lm_head call when scoring: bounds the (chunk, vocab) fp32 buffer
@@ -123,7 +123,7 @@ class SlotCache:
     def decode(self, slot: int) -> None:
         self._start, self._decode = slot, True
 
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any) -> tuple[Any, Any]:
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *_: Any, **__: Any) -> tuple[Any, Any]:
         kbuf, vbuf = self._buffers(layer_idx, key)
         if self._decode:
             kbuf[:, :, self._start] = key[:, :, 0]
@@ -166,6 +166,7 @@ class Stack:
             ) from None
         self.head = model.get_output_embeddings()
         self.num_layers = len(self.layers)
+        self._cache_kw = cache_kwarg(self.layers[0]) if self.num_layers else "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -192,13 +193,13 @@ class Stack:
     ) -> torch.Tensor:
         """Decoder layers [lo, hi) on `hidden` (rows, T, H) with a (rows, 1, T, K) boolean mask."""
         rope = rope if rope is not None else self.rope(hidden, positions)
-        extra = {"steertui_groups": groups} if groups else {}
+        extra: dict[str, Any] = {"steertui_groups": groups} if groups else {}
+        extra[self._cache_kw] = cache
         for layer in self.layers[lo:hi]:
             out = layer(
                 hidden,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=cache is not None,
                 position_embeddings=rope,
                 **extra,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -279,6 +280,12 @@ def decoder_layers(model: Any) -> Any:
         if node is None:
             raise ModelLoadError(f"cannot find decoder layers in {type(model).__name__}")
     return node
+
+
+def cache_kwarg(module: Any) -> str:
+    """The keyword `module.forward` takes its KV cache by: `cache` in newer transformers, else `past_key_values`."""
+    params = inspect.signature(type(module).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def hidden_size(model: Any) -> int:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# No test reaches the Hugging Face Hub: set before huggingface_hub is imported, and inherited by workers.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 # Environment for plan runs in tests: a small smoke plan that finishes in seconds on a busy 2-core box.

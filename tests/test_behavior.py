@@ -111,15 +111,16 @@ def _jobs(ws: Path) -> list[sqlite3.Row]:
 
 def test_the_smoke_plan_runs_for_sycophancy_and_everything_carries_its_task_name(tmp_path: Path) -> None:
     ws = init(tmp_path / "ws", "sycophancy")
+    toml = ws / "steertui.toml"
+    toml.write_text(toml.read_text().replace("layers = [1, 2]", "layers = [1]"))  # one cell is enough here
     with FakeAPIServer() as server:
         code, out, err = run_cli("run", "--headless", "--workspace", str(ws), env={**FAST, **server.env()})
         assert code == 0, out[-3000:] + err[-3000:]
         assert server.stats.paid_total > 0 and not server.stats.duplicates()
     evals = ws / "vector_evals/tiny-random"
-    for layer in (1, 2):
-        names = {p.name for p in (evals / f"layer{layer}").iterdir()}
-        assert {"sycophancy_scores_ep2.jsonl", "pairwise_sycophancy_scores_ep2.jsonl",
-                "coherence_scores_ep2.jsonl"} <= names  # fmt: skip
+    names = {p.name for p in (evals / "layer1").iterdir()}
+    assert {"sycophancy_scores_ep2.jsonl", "pairwise_sycophancy_scores_ep2.jsonl",
+            "coherence_scores_ep2.jsonl"} <= names  # fmt: skip
     assert sorted(p.name for p in (ws / "vector").iterdir()) == ["sycophancy_tiny-random"]
     assert not [p for p in ws.rglob("*") if "relationship" in p.name]
     tasks = {r["cell"].split(":")[-1] for r in _jobs(ws) if r["cell"].startswith("score:")}

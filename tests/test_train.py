@@ -119,35 +119,46 @@ def test_resume_after_sigkill_equals_uninterrupted(workspace: Path, tmp_path: Pa
     assert [(r["epoch"], r["eval_multiplier"]) for r in rows] == [(e, s) for e in (1, 2, 3) for s in (1.0, -1.0)]
 
 
-def test_bad_layer_is_exit_2_and_writes_nothing(workspace: Path) -> None:
-    code, _, err = run_cli("train", "--workspace", str(workspace), "--model", "tiny-random", "--layer", "9")
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """The CLI in this process (torch is already imported here): exit code and stderr."""
+    from steertui.cli import main
+
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_bad_layer_is_exit_2_and_writes_nothing(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _main(capsys, "train", "--workspace", str(workspace), "--model", "tiny-random", "--layer", "9")
     assert code == 2 and "layer 9 does not exist" in err
     assert not (workspace / "vector/relationship-seeking_tiny-random").exists()
 
 
-def test_empty_dataset_is_exit_2(workspace: Path) -> None:
+def test_empty_dataset_is_exit_2(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (workspace / "data/relationship-seeking/train.jsonl").write_text("")
-    code, _, err = run_cli(*_train_args(workspace, "--epochs", "1"))
+    code, err = _main(capsys, *_train_args(workspace, "--epochs", "1"))
     assert code == 2 and "train.jsonl: no rows" in err
     assert not (workspace / "vector/relationship-seeking_tiny-random").exists()
 
 
-def test_too_long_pair_rejected_when_configured(workspace: Path) -> None:
-    env = {"STEERTUI_TRAIN_TRUNCATION": "reject", "STEERTUI_TRAIN_MAX_LENGTH": "64"}
-    code, _, err = run_cli(*_train_args(workspace, "--epochs", "1"), env=env)
+def test_too_long_pair_rejected_when_configured(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEERTUI_TRAIN_TRUNCATION", "reject")
+    monkeypatch.setenv("STEERTUI_TRAIN_MAX_LENGTH", "64")
+    code, err = _main(capsys, *_train_args(workspace, "--epochs", "1"))
     assert code == 2 and "is over train.max_length = 64" in err
     assert not (workspace / "vector/relationship-seeking_tiny-random").exists()
 
 
-def test_wrong_size_vector_refused(workspace: Path, tmp_path: Path) -> None:
+def test_wrong_size_vector_refused(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "vec_ep1_layer1.pt"
     save_vector(bad, torch.ones(10), VectorMeta("x", 1, 1, 10, float(torch.ones(10).norm())))
-    code, _, err = run_cli(*_train_args(workspace, "--epochs", "1", "--init-vector", str(bad)))
+    code, err = _main(capsys, *_train_args(workspace, "--epochs", "1", "--init-vector", str(bad)))
     assert code == 2 and "does not match the model's hidden size 64" in err
     vdir = workspace / "vector/relationship-seeking_tiny-random/layer1"
     vdir.mkdir(parents=True)
     torch.save({"vector": torch.ones(10), "epoch": 1}, vdir / "checkpoint.pt")
-    code, _, err = run_cli(*_train_args(workspace, "--epochs", "2"))
+    code, err = _main(capsys, *_train_args(workspace, "--epochs", "2"))
     assert code == 2 and "checkpoint vector has shape (10,)" in err
     assert not list(vdir.glob("vec_*"))
 
