@@ -70,8 +70,11 @@ def main() -> None:
         "speedup": round(median(base, "load_s") / median(ours, "load_s"), 1),
         "imports_s": median(base + ours, "imports_s"),
         "ours_total_fresh_process_s": round(median(ours, "load_s") + median(ours, "imports_s"), 2),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_before": [round(x, 2) for x in load_before]},  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_before": [round(x, 2) for x in load_before],
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
