@@ -113,6 +113,7 @@ def test_the_smoke_plan_runs_for_sycophancy_and_everything_carries_its_task_name
     ws = init(tmp_path / "ws", "sycophancy")
     toml = ws / "steertui.toml"
     toml.write_text(toml.read_text().replace("layers = [1, 2]", "layers = [1]"))  # one cell is enough here
+    assert "layers = [1]" in toml.read_text()
     with FakeAPIServer() as server:
         code, out, err = run_cli("run", "--headless", "--workspace", str(ws), env={**FAST, **server.env()})
         assert code == 0, out[-3000:] + err[-3000:]
