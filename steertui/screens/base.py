@@ -51,6 +51,29 @@ class BaseScreen(Screen[None]):
         """Update the screen from a new snapshot (only called while it is current)."""
 
 
+class PolledScreen(BaseScreen):
+    """A screen that reads its own source (not the store snapshot) every `REFRESH_S` while current, and on resume."""
+
+    REFRESH_S = 5.0
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.set_timer(self.REFRESH_S, self._poll)
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.load()
+
+    def _poll(self) -> None:
+        if self.is_current:
+            self.load()
+        self.set_timer(self.REFRESH_S, self._poll)
+
+    def load(self) -> object:
+        """Start reading the source (a thread worker that posts its result back)."""
+        return None
+
+
 def table_with_columns(table: DataTable[Any], columns: Sequence[str]) -> DataTable[Any]:
     """A table whose columns exist before it is mounted (a snapshot may arrive first)."""
     for name in columns:

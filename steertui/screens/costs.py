@@ -13,9 +13,8 @@ from textual.widgets import DataTable, Static
 from pipeline.config import Config
 from pipeline.workspace import Workspace
 from steertui.messages import PanelData
-from steertui.screens.base import BaseScreen, table_with_columns
+from steertui.screens.base import PolledScreen, table_with_columns
 
-REFRESH_S = 5.0
 COLUMNS = ("model", "layer", "epoch", "task", "judge", "requests", "done", "invalid", "failed", "cost")
 WAITING = ("pending", "queued", "running", "cancelling")
 
@@ -103,27 +102,15 @@ def summary(c: Costs) -> Text:
     return text
 
 
-class CostsScreen(BaseScreen):
+class CostsScreen(PolledScreen):
     TITLE = "Costs"
+    REFRESH_S = 5.0
 
     def compose(self) -> ComposeResult:
         yield from self.header()
         yield Static("reading the ledger…", id="cost-summary")
         yield table_with_columns(DataTable(id="costs", cursor_type="row", zebra_stripes=True), COLUMNS)
         yield from self.footer()
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        self.set_timer(REFRESH_S, self._poll)
-
-    def on_screen_resume(self) -> None:
-        super().on_screen_resume()
-        self.load()
-
-    def _poll(self) -> None:
-        if self.is_current:
-            self.load()
-        self.set_timer(REFRESH_S, self._poll)
 
     @work(thread=True, exclusive=True, group="costs", exit_on_error=False)
     def load(self) -> None:

@@ -12,10 +12,9 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from steertui.messages import PanelData
-from steertui.screens.base import BaseScreen, table_with_columns
+from steertui.screens.base import PolledScreen, table_with_columns
 from steertui.widgets.glyphs import bar
 
-REFRESH_S = 2.0
 COLUMNS = ("GPU", "name", "util", "memory", "temp", "lease", "foreign processes")
 
 
@@ -67,27 +66,15 @@ def _name(psutil: Any, pid: int) -> str:
         return "?"
 
 
-class GpusScreen(BaseScreen):
+class GpusScreen(PolledScreen):
     TITLE = "GPUs"
+    REFRESH_S = 2.0
 
     def compose(self) -> ComposeResult:
         yield from self.header()
         yield Static("reading NVML…", id="gpu-note")
         yield table_with_columns(DataTable(id="gpus", cursor_type="row"), COLUMNS)
         yield from self.footer()
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        self.set_timer(REFRESH_S, self._poll)
-
-    def on_screen_resume(self) -> None:
-        super().on_screen_resume()
-        self.load()
-
-    def _poll(self) -> None:
-        if self.is_current:
-            self.load()
-        self.set_timer(REFRESH_S, self._poll)
 
     @work(thread=True, exclusive=True, group="gpus", exit_on_error=False)
     def load(self) -> None:
@@ -108,7 +95,7 @@ class GpusScreen(BaseScreen):
             note.update("No GPUs (NVML not available): model jobs run in CPU slots.")
         else:
             leased = sum(1 for r in rows if r.lease)
-            note.update(f"{len(rows)} GPUs · {leased} leased by steertui · refreshed every {REFRESH_S:g}s")
+            note.update(f"{len(rows)} GPUs · {leased} leased by steertui · refreshed every {self.REFRESH_S:g}s")
         table = self.query_one(DataTable)
         cursor = table.cursor_row
         table.clear()
