@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.results_file import machine, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "judge.json"
@@ -175,15 +176,9 @@ def main() -> None:
         "ours_cost_usd_booked": round(result.spent_usd, 4),
         "pairwise_batch_requests": 25_725,
         "pairwise_batch_build_s": batch_build_s(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_before": [round(x, 2) for x in load_before],
-        },
+        "machine": machine(load_before),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

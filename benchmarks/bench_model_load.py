@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from benchmarks.results_file import machine, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "model_load.json"
@@ -70,15 +71,9 @@ def main() -> None:
         "speedup": round(median(base, "load_s") / median(ours, "load_s"), 1),
         "imports_s": median(base + ours, "imports_s"),
         "ours_total_fresh_process_s": round(median(ours, "load_s") + median(ours, "imports_s"), 2),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_before": [round(x, 2) for x in load_before],
-        },
+        "machine": machine(load_before),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
