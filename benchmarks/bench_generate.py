@@ -64,6 +64,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=0, help="rows per batch for our path (0 = fit to memory)")
     p.add_argument("--profile", type=Path, default=None, help="also write a kernel breakdown of our path here")
     p.add_argument("--skip-study", action="store_true", help="skip the study loop (profiling runs)")
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also time our path without its CUDA fast path (fused kernels, graph-replayed decode)",
+    )
     return p.parse_args()
 
 
@@ -166,7 +171,10 @@ def run_ours(engine: Any, prompts: list[Any], mults: tuple[float, ...], args: ar
     sampling = Sampling(max_new_tokens=new, temperature=1.0, top_p=0.9, top_k=0, stop_ids=())
     log("ours: warm-up batch")
     warm = [RowInput(p, m, row_seed(0, p, m)) for p in range(2) for m in mults[:3]]
+    warm_start = time.perf_counter()
     list(run_batches(engine, prompts, warm, Sampling(max_new_tokens=4), batch_size=len(warm)))
+    sync(device)
+    warm_s = time.perf_counter() - warm_start
     engine.times = PhaseTimes()
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -191,6 +199,7 @@ def run_ours(engine: Any, prompts: list[Any], mults: tuple[float, ...], args: ar
     times = engine.times
     return {
         "replies": len(rows),
+        "warmup_s": warm_s,
         "ours_seconds": seconds,
         "ours_ms_per_reply": 1000 * seconds / len(rows),
         "rows_per_batch": sizes,
@@ -276,6 +285,12 @@ def main() -> int:
         result |= run_study(model, layer, vec, prompts, STUDY_MULTIPLIERS, args, items, new, device)
         log(f"study: {result['study_ms_per_reply']:.0f} ms/reply over {result['study_items']} items")
     result |= run_ours(engine, prompts, STUDY_MULTIPLIERS, args, new, device)
+    if args.ablate:
+        engine.fast = False
+        plain = run_ours(engine, prompts, STUDY_MULTIPLIERS, args, new, device)
+        engine.fast = True
+        result["ablation_no_fast_path"] = {k: plain[k] for k in ("ours_ms_per_reply", "phases_s", "decode_ms_per_step")}
+        log(f"without the fast path: {plain['ours_ms_per_reply']:.2f} ms/reply")
     if args.profile is not None:
         from benchmarks.profiling import profile_to
 

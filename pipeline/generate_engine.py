@@ -7,8 +7,9 @@ One `GenerationEngine.generate` call runs one batch (rows may mix prompts and mu
    0..L (the steering layer) run once per prompt; their output is copied to each of the prompt's rows,
    `m_i * v` is added, and layers L+1.. run per row. The prompts' K/V go into one preallocated
    `SlotCache`, right-aligned at the same slot (the replies' K/V are used within the pass only).
-2. Decode: one token per row per step for all rows at once, seeded per row (`generate_sampling`),
-   recording each token's log-prob under the model's own (unwarped) distribution.
+2. Decode (`generate_decode`): one token per row per step for all rows at once, seeded per row
+   (`generate_sampling`), recording each token's log-prob under the model's own (unwarped)
+   distribution; on CUDA the step is replayed as a CUDA graph.
 3. Score without the prompt (the study's metrics): the reply alone, and BOS + chosen/rejected alone
    (again once per prompt below the steering layer).
 The engine is tokenizer-free (token ids in, token ids and floats out) so the benchmark can drive it
@@ -17,7 +18,6 @@ with synthetic prompts; `pipeline.generate` does tokenisation, resume and files.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +25,16 @@ from typing import Any
 
 import torch
 
-from pipeline.generate_model import SlotCache, Stack, check_stack, doc_mask, engine_attention
-from pipeline.generate_sampling import Sampling, choose_tokens, row_uniforms
+from pipeline.generate_decode import DecodeBuffers, decode
+from pipeline.generate_fused import fused_layers, fused_logprobs
+from pipeline.generate_model import SlotCache, Stack, check_stack, doc_mask, engine_attention, target_logprobs
+from pipeline.generate_sampling import Sampling, row_uniforms
 from pipeline.steering import Steering
 
-FINISH_CHECK_EVERY = 8  # decode steps between "all rows finished?" checks (each one is a GPU sync)
+# row-tokens per prefill/score chunk on CUDA: a few prompts' rows at a time. Study-shaped prompts
+# pad 7.5% at 16384 (20% at 32768, 1% at 8192, where the layers below L run on too few tokens);
+# on an H200 (8B shape, 24 x 21 rows) 16384 gave 14.3 ms/reply, 8192 14.7-15.4, 32768 14.6-15.3
+CHUNK_TOKENS_CUDA = 16384
 LOGIT_BYTES_PER_ROW = 40  # bytes per vocab entry per row for decode logits, softmax, sort and CDF buffers
 
 
@@ -95,30 +100,60 @@ class GenerationEngine:
     """Steered batched generation for one (model, layer, vector)."""
 
     def __init__(
-        self, model: Any, layer: int, vector: torch.Tensor, *, pad_id: int, chunk_tokens: int = 0, check: bool = True
+        self,
+        model: Any,
+        layer: int,
+        vector: torch.Tensor,
+        *,
+        pad_id: int,
+        chunk_tokens: int = 0,
+        check: bool = True,
+        fast: bool = True,
     ) -> None:
+        """`fast` (CUDA only): fused norm/rotary/activation kernels and CUDA-graph decode steps."""
         Steering(model, layer, vector)  # validates the layer index and the vector size (VectorError)
         self.stack = Stack(model)
         self.layer = layer
         self.vector = vector.detach().to(torch.float32)
         self.pad_id = pad_id
         self.dtype = self.stack.embed.weight.dtype
-        self.chunk_tokens = chunk_tokens or (32768 if self.stack.device.type == "cuda" else 4096)
+        self.chunk_tokens = chunk_tokens or (CHUNK_TOKENS_CUDA if self.stack.device.type == "cuda" else 4096)
         self.times = PhaseTimes()
+        self.fast = fast and self.stack.device.type == "cuda"
         if check:
             check_stack(self.stack, pad_id)
+            if self.fast:  # the fused kernels must reproduce the model's own forward too
+                with fused_layers(model):
+                    check_stack(self.stack, pad_id)
+        if self.fast:
+            self._warm_up()
 
     def generate(self, prompts: Sequence[PromptInput], rows: Sequence[RowInput], sampling: Sampling) -> list[RowOutput]:
         """Generate and score every row; outputs follow the order of `rows`."""
-        # longest prompts first, each prompt's rows together: chunks then pad little, and decode
-        # attention can skip the left padding of shorter prompts group by group
+        # longest prompts first, each prompt's rows together: chunks then pad little
         order = sorted(range(len(rows)), key=lambda i: (-len(prompts[rows[i].prompt].prompt), rows[i].prompt))
-        with torch.inference_mode(), engine_attention(self.stack.model):
+        self.stack.logprob_fn = fused_logprobs() if self.fast else target_logprobs
+        with torch.inference_mode(), engine_attention(self.stack.model), fused_layers(self.stack.model, self.fast):
             outs = self._batch(prompts, [rows[i] for i in order], sampling)
         result: list[RowOutput | None] = [None] * len(rows)
         for slot, i in enumerate(order):
             result[i] = outs[slot]
         return [r for r in result if r is not None]
+
+    def _warm_up(self) -> None:
+        """Run two tiny batches, so every shape class the fused kernels are compiled for (one prompt,
+        one row, several of each, decode steps) is compiled here rather than inside the first real batch."""
+        vocab = int(self.stack.head.weight.shape[0])
+
+        def ids(k: int, seed: int) -> tuple[int, ...]:
+            return tuple((seed + 7 * i) % (vocab - 1) + 1 for i in range(k))
+
+        one = PromptInput(ids(9, 3), ids(3, 5), ids(2, 11), ids(4, 13), ids(3, 17))
+        two = PromptInput(ids(5, 19), ids(2, 23), ids(3, 29), ids(3, 31), ids(4, 37))
+        sampling = Sampling(max_new_tokens=3)
+        self.generate([one], [RowInput(0, 1.0, 0)], sampling)
+        self.generate([one, two], [RowInput(0, -1.0, 1), RowInput(1, 0.0, 2), RowInput(1, 1.0, 3)], sampling)
+        self.times = PhaseTimes()
 
     def cache_slots(self, prompts: Sequence[PromptInput], sampling: Sampling) -> int:
         """Cache length a batch of these prompts needs."""
@@ -166,19 +201,20 @@ class GenerationEngine:
         self.times.decode += self._tick() - start
         start = self._tick()
         replies = [_cut(tokens[i], sampling.stop_ids) for i in range(len(rows))]
-        alone = self._score_docs([list(r) for r in replies], list(range(len(rows))), delta)
-        docs = [list(p.chosen_alone) for p in ps] + [list(p.rejected_alone) for p in ps]
-        pair = self._score_docs(docs, row_u + [len(ps) + u for u in row_u], torch.cat([delta, delta]))
+        n, k = len(rows), len(ps)
+        # one scoring pass for the replies alone and BOS + chosen / rejected alone
+        docs = [list(r) for r in replies] + [list(p.chosen_alone) for p in ps] + [list(p.rejected_alone) for p in ps]
+        row_doc = list(range(n)) + [n + u for u in row_u] + [n + k + u for u in row_u]
+        scores = self._score_docs(docs, row_doc, torch.cat([delta, delta, delta]))
         self.times.score += self._tick() - start
-        self.times.rows += len(rows)
-        n = len(rows)
+        self.times.rows += n
         return [
             RowOutput(
                 tokens=replies[i],
-                logprob=alone[i],
+                logprob=scores[i],
                 logprob_cond=float(lps[i, : len(replies[i])].mean()),
-                chosen=pair[i],
-                rejected=pair[n + i],
+                chosen=scores[n + i],
+                rejected=scores[2 * n + i],
                 chosen_cond=chosen_c[i],
                 rejected_cond=rejected_c[i],
             )
@@ -216,19 +252,22 @@ class GenerationEngine:
         """First-token logits (rows, vocab) and per-row prompt-conditioned chosen/rejected means."""
         pm_all = max(len(p.prompt) for p in ps)
         firsts: list[torch.Tensor] = []  # raw (model-dtype) logits of each row's first new token
-        chosen: list[float] = []
-        rejected: list[float] = []
+        chosen: list[torch.Tensor] = []
+        rejected: list[torch.Tensor] = []
         for chunk in _chunks(ps, row_u, self.chunk_tokens, lambda group: _prompt_layout(group, self.pad_id)):
             cache.prefill(chunk.rows, pm_all - chunk.pm, chunk.pm, chunk.expand)
             hidden = self._forward(chunk, delta[chunk.rows], cache)
             firsts.append(self.stack.raw_logits(hidden[:, chunk.pm - 1]))
-            means = [m if m is not None else float("nan") for m in self._gather_means(hidden, chunk, kinds=2)]
-            chosen += means[: hidden.shape[0]]  # never nan: a reply has at least its end-of-turn token
-            rejected += means[hidden.shape[0] :]
-        return torch.cat(firsts), chosen, rejected
+            means, _ = self._gather_means(hidden, chunk, kinds=2)  # every reply has its end-of-turn token
+            chosen.append(means[: hidden.shape[0]])
+            rejected.append(means[hidden.shape[0] :])
+        return torch.cat(firsts), torch.cat(chosen).tolist(), torch.cat(rejected).tolist()
 
-    def _gather_means(self, hidden: torch.Tensor, chunk: _Chunk, kinds: int) -> list[float | None]:
-        """Mean log-prob per (kind, row) of the targets in `chunk.plan`, rows in chunk order."""
+    def _gather_means(self, hidden: torch.Tensor, chunk: _Chunk, kinds: int) -> tuple[torch.Tensor, list[bool]]:
+        """Mean log-prob per (kind, row) of the targets in `chunk.plan`, kind-major, rows in chunk order.
+
+        The means stay on the device (no sync per chunk); the list says which have any target.
+        """
         n, t, h = hidden.shape
         flat: list[int] = []
         targets: list[int] = []
@@ -240,10 +279,10 @@ class GenerationEngine:
             owners += [k * n + j for k in kind]
         picked = hidden.reshape(n * t, h)[torch.tensor(flat, dtype=torch.long, device=hidden.device)]
         lp = self.stack.token_logprobs(picked, torch.tensor(targets, dtype=torch.long))
-        own = torch.tensor(owners, dtype=torch.long, device=lp.device)
-        sums = torch.zeros(kinds * n, device=lp.device).index_add_(0, own, lp)
-        counts = torch.zeros(kinds * n, device=lp.device).index_add_(0, own, torch.ones_like(lp))
-        return [float(s / c) if c > 0 else None for s, c in zip(sums.tolist(), counts.tolist(), strict=True)]
+        own = torch.tensor(owners, dtype=torch.long)
+        counts = torch.bincount(own, minlength=kinds * n)
+        sums = torch.zeros(kinds * n, device=lp.device).index_add_(0, own.to(lp.device), lp)
+        return sums / counts.clamp(min=1).to(lp.device), (counts > 0).tolist()
 
     # -- decode ------------------------------------------------------------------------------------
 
@@ -258,57 +297,11 @@ class GenerationEngine:
         sampling: Sampling,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, steps) tokens and their log-probs under the unwarped distribution, on the CPU."""
-        dev, n, steps = raw.device, len(rows), sampling.max_new_tokens
-        pm = max(len(p.prompt) for p in ps)
-        lengths = torch.tensor([len(ps[u].prompt) for u in row_u])
-        key_valid = torch.ones(n, cache.slots, dtype=torch.bool)
-        key_valid[:, :pm] = torch.arange(pm)[None, :] >= (pm - lengths)[:, None]
-        key_bias = torch.zeros(n, cache.slots).masked_fill_(~key_valid, float("-inf")).to(self.stack.device)
-        groups = _decode_groups(lengths.tolist(), pm)
-        positions = lengths.to(self.stack.device)
-        uniforms = row_uniforms([r.seed for r in rows], steps, dev)
-        stop = torch.tensor(sampling.stop_ids, dtype=torch.long, device=dev)
-        tokens = torch.full((n, steps), self.pad_id, dtype=torch.long, device=dev)
-        lps = torch.zeros(n, steps, device=dev)
-        finished = torch.zeros(n, dtype=torch.bool, device=dev)
-        done = 0
-        for t in range(steps):
-            logits = raw.float()
-            tok = choose_tokens(logits, uniforms[:, t], sampling, keys=raw)
-            lps[:, t] = logits.gather(-1, tok[:, None])[:, 0] - logits.logsumexp(-1)
-            tokens[:, t] = tok
-            done = t + 1
-            if stop.numel():
-                finished |= torch.isin(tok, stop)
-            if t == steps - 1 or (stop.numel() and done % FINISH_CHECK_EVERY == 0 and bool(finished.all())):
-                break
-            raw = self._step(tok, positions + t, pm + t, key_bias, delta, cache, groups)
+        uniforms = row_uniforms([r.seed for r in rows], sampling.max_new_tokens, raw.device)
+        buf = DecodeBuffers.create(raw, [len(ps[u].prompt) for u in row_u], uniforms, delta, sampling)
+        done = decode(self.stack, self.layer, cache, buf, sampling, graphs=self.fast)
         self.times.steps += done
-        return tokens[:, :done].cpu(), lps[:, :done].cpu()
-
-    def _step(
-        self,
-        tok: torch.Tensor,
-        positions: torch.Tensor,
-        slot: int,
-        key_bias: torch.Tensor,
-        delta: torch.Tensor,
-        cache: SlotCache,
-        groups: list[tuple[int, int, int]],
-    ) -> torch.Tensor:
-        """Logits after feeding one token per row at cache `slot`; `key_bias` (rows, slots) is 0 or -inf."""
-        stack, cut = self.stack, self.layer + 1
-        pos = positions[:, None]
-        mask = key_bias[:, None, None, : slot + 1]
-        cache.decode(slot)
-        hidden = stack.embed_ids(tok[:, None])
-        rope = stack.rope(hidden, pos)
-        hidden = stack.run(hidden, 0, cut, mask=mask, positions=pos, cache=cache, rope=rope, groups=groups)
-        hidden = hidden + delta[:, None, :].to(hidden.device)
-        hidden = stack.run(
-            hidden, cut, stack.num_layers, mask=mask, positions=pos, cache=cache, rope=rope, groups=groups
-        )
-        return stack.raw_logits(hidden[:, -1])
+        return buf.tokens[:, :done].cpu(), buf.lps[:, :done].cpu()
 
     # -- scoring without the prompt ----------------------------------------------------------------
 
@@ -320,10 +313,18 @@ class GenerationEngine:
         remap = {d: i for i, d in enumerate(sorted_docs)}
         group = [docs[d] for d in sorted_docs]
         row_u = [remap[row_doc[r]] for r in order]
+        parts: list[tuple[torch.Tensor, list[bool], slice]] = []
         for chunk in _chunks(group, row_u, self.chunk_tokens, lambda g: _doc_layout(g, self.pad_id)):
             hidden = self._forward(chunk, delta[torch.tensor(order[chunk.rows], device=delta.device)], None)
-            for j, mean in enumerate(self._gather_means(hidden, chunk, kinds=1)):
-                out[order[chunk.rows.start + j]] = mean
+            means, has = self._gather_means(hidden, chunk, kinds=1)
+            parts.append((means, has, chunk.rows))
+        if not parts:
+            return out
+        values = torch.cat([m for m, _, _ in parts]).tolist()
+        flags = [f for _, has, _ in parts for f in has]
+        slots = [i for _, _, rows in parts for i in range(rows.start, rows.stop)]
+        for slot, value, flag in zip(slots, values, flags, strict=True):
+            out[order[slot]] = value if flag else None
         return out
 
 
@@ -438,17 +439,6 @@ def _doc_layout(group: list[list[int]], pad: int) -> _Chunk:
     pos = torch.arange(width)[None, :].expand(len(group), width).contiguous()
     return _Chunk(ids=ids, mask=doc_mask(valid), pos=pos, expand=torch.zeros(0, dtype=torch.long), rows=slice(0),
                   plan=plan)  # fmt: skip
-
-
-def _decode_groups(lengths: list[int], pm: int, parts: int = 4, min_rows: int = 32) -> list[tuple[int, int, int]]:
-    """(first row, end row, first cache slot) for rows sorted by prompt length, longest first.
-
-    Each group's attention reads the cache from the first slot its longest prompt uses, not from slot 0.
-    """
-    n = len(lengths)
-    parts = max(1, min(parts, n // min_rows))
-    bounds = [round(i * n / parts) for i in range(parts + 1)]
-    return [(a, b, pm - lengths[a]) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _cut(tokens: torch.Tensor, stop_ids: tuple[int, ...]) -> list[int]:

@@ -7,19 +7,20 @@
   scaled embeddings, is refused rather than silently mis-generated).
 - `SlotCache`: a preallocated K/V cache written at explicit slots (prefill chunks into their rows,
   one decode slot per step), so nothing is concatenated or copied per step.
-- `gqa_decode_attention`: single-token attention that reads each K/V head once for its query group,
-  where SDPA with a padding mask would first copy K/V once per query head (`repeat_kv`).
+- `gqa_decode_attention`: the model's attention function while the engine runs; decode steps go to
+  `pipeline.generate_kernels.decode_attention`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from pipeline.errors import ModelLoadError
+from pipeline.generate_kernels import decode_attention
 from pipeline.models import cache_kwarg, decoder_layers
 
 ATTN_NAME = "steertui_gqa"
@@ -36,47 +37,16 @@ def gqa_decode_attention(
     scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Attention for one new token per row; longer queries go to HF's SDPA path unchanged.
-
-    `steertui_groups` [(first row, end row, first slot)] lets each group of rows (sorted by prompt
-    length) skip the cache slots before its longest prompt, which are padding for all of its rows.
-    """
+    """Decode steps (`steertui_decode` = (start, end) slots) go to `decode_attention`; the rest to HF's SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    groups = kwargs.pop("steertui_groups", None)
-    if query.shape[2] != 1 or attention_mask is None:
+    bounds = kwargs.pop("steertui_decode", None)
+    if bounds is None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    b, h, _, d = query.shape  # (rows, heads, 1, head_dim); key/value: (rows, kv_heads, slots, head_dim)
-    scale = scaling if scaling is not None else d**-0.5
-    if not groups:
-        return _decode_rows(query, key, value, attention_mask, scale), None
-    parts = [
-        _decode_rows(query[a:e], key[a:e, :, s:], value[a:e, :, s:], attention_mask[a:e, ..., s:], scale)
-        for a, e, s in groups
-    ]
-    return torch.cat(parts), None
-
-
-def _decode_rows(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """(rows, 1, heads, head_dim) output; each K/V head is read once for its whole query group.
-
-    `mask` (rows, 1, 1, slots) is boolean, or an additive fp32 0/-inf bias (fewer kernels per step).
-    """
-    b, h, _, d = query.shape
-    kvh = key.shape[1]
-    q = query.reshape(b, kvh, h // kvh, d)
-    # scores in the model dtype, softmax in fp32: the precision of HF's eager attention
-    scores = torch.matmul(q, key.transpose(-1, -2))
-    if mask.dtype == torch.bool:
-        scores = scores.float().mul_(scale).masked_fill_(~mask, float("-inf"))
-    else:
-        scores = torch.add(mask, scores.float(), alpha=scale)
-    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (rows, kv_heads, group, head_dim)
-    return out.reshape(b, 1, h, d)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    return decode_attention(query, key, value, bounds[0], bounds[1], scale), None
 
 
 _registered = False
@@ -84,7 +54,14 @@ _registered = False
 
 @contextmanager
 def engine_attention(model: Any) -> Iterator[None]:
-    """Route the model's attention through `gqa_decode_attention` for the duration of a block."""
+    """Route the model's attention through `gqa_decode_attention` for the duration of a block.
+
+    SDPA may not pick cuDNN there: it builds a plan for each new shape (55 ms each on an H200, 1.3 s
+    for the first), and every prefill/score chunk has a new shape; the memory-efficient kernel needs
+    no plan and ran as fast once warm.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     global _registered
     if not _registered:
         from transformers import AttentionInterface
@@ -93,8 +70,10 @@ def engine_attention(model: Any) -> Iterator[None]:
         _registered = True
     before = model.config._attn_implementation
     model.config._attn_implementation = ATTN_NAME
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     try:
-        yield
+        with sdpa_kernel(backends):
+            yield
     finally:
         model.config._attn_implementation = before
 
@@ -116,19 +95,22 @@ class SlotCache:
         self._expand: torch.Tensor | None = None
         self._keep = 0
         self._decode = False
+        self._slot: torch.Tensor | None = None
 
     def prefill(self, rows: slice, start: int, keep: int, expand: torch.Tensor | None) -> None:
         self._rows, self._start, self._keep, self._expand, self._decode = rows, start, keep, expand, False
 
-    def decode(self, slot: int) -> None:
-        self._start, self._decode = slot, True
+    def decode(self, slot: torch.Tensor) -> None:
+        """Decode mode: write each layer's new K/V at `slot` (a 1-element device tensor, so graphs replay)."""
+        self._slot, self._decode = slot, True
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *_: Any, **__: Any) -> tuple[Any, Any]:
         kbuf, vbuf = self._buffers(layer_idx, key)
         if self._decode:
-            kbuf[:, :, self._start] = key[:, :, 0]
-            vbuf[:, :, self._start] = value[:, :, 0]
-            return kbuf[:, :, : self._start + 1], vbuf[:, :, : self._start + 1]
+            assert self._slot is not None
+            kbuf.index_copy_(2, self._slot, key)
+            vbuf.index_copy_(2, self._slot, value)
+            return kbuf, vbuf  # the attention reads each row's valid slots only (`decode_attention`)
         end = self._start + self._keep
         n_rows = self._rows.stop - self._rows.start
         key_keep, value_keep = key[:, :, : self._keep], value[:, :, : self._keep]
@@ -167,6 +149,7 @@ class Stack:
         self.head = model.get_output_embeddings()
         self.num_layers = len(self.layers)
         self._cache_kw = cache_kwarg(self.layers[0]) if self.num_layers else "past_key_values"
+        self.logprob_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_logprobs
 
     @property
     def device(self) -> torch.device:
@@ -185,15 +168,18 @@ class Stack:
         lo: int,
         hi: int,
         *,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         positions: torch.Tensor,
         cache: SlotCache | None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        groups: list[tuple[int, int, int]] | None = None,
+        decode: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Decoder layers [lo, hi) on `hidden` (rows, T, H) with a (rows, 1, T, K) boolean mask."""
+        """Decoder layers [lo, hi) on `hidden` (rows, T, H) with a (rows, 1, T, K) boolean mask.
+
+        A decode step passes `decode` = (first valid slot per row, end slot) instead of a mask.
+        """
         rope = rope if rope is not None else self.rope(hidden, positions)
-        extra: dict[str, Any] = {"steertui_groups": groups} if groups else {}
+        extra: dict[str, Any] = {"steertui_decode": decode} if decode is not None else {}
         extra[self._cache_kw] = cache
         for layer in self.layers[lo:hi]:
             out = layer(
@@ -219,12 +205,17 @@ class Stack:
         """log p(targets[i] | position i) for hidden (N, H), in fp32, without a (N, vocab) buffer."""
         out = []
         for s in range(0, hidden.shape[0], LOGIT_CHUNK):
-            logits = self.logits(hidden[s : s + LOGIT_CHUNK])
-            tgt = targets[s : s + LOGIT_CHUNK].to(logits.device)
-            out.append(logits.gather(-1, tgt[:, None])[:, 0] - logits.logsumexp(-1))
+            raw = self.raw_logits(hidden[s : s + LOGIT_CHUNK])
+            out.append(self.logprob_fn(raw, targets[s : s + LOGIT_CHUNK].to(raw.device)))
         if not out:
             return torch.zeros(0)
         return torch.cat(out)
+
+
+def target_logprobs(raw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """fp32 log-softmax of model-dtype logits (N, vocab), at one target per row."""
+    logits = raw.float()
+    return logits.gather(-1, targets[:, None])[:, 0] - logits.logsumexp(-1)
 
 
 def doc_mask(valid: torch.Tensor, seg: torch.Tensor | None = None) -> torch.Tensor:

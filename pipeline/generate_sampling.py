@@ -53,12 +53,14 @@ def choose_tokens(
     # stable: equal logits keep vocabulary order, so ties resolve the same in any batch
     _, order = torch.sort(logits if keys is None else keys, dim=-1, descending=True, stable=True)
     sorted_p = probs.gather(-1, order)
-    if sampling.top_k > 0:
-        sorted_p[:, sampling.top_k :] = 0.0
-    if sampling.top_p < 1.0:
-        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly ahead of each token
-        sorted_p = sorted_p.masked_fill(before >= sampling.top_p, 0.0)
     cdf = sorted_p.cumsum(-1)
-    target = uniforms[:, None] * cdf[:, -1:]
-    pick = torch.searchsorted(cdf, target).clamp_(max=cdf.shape[-1] - 1)
+    # the kept tokens are a prefix of the sorted order: the top k, and those with less than top_p of
+    # the mass strictly ahead of them; sampling within it needs no second, masked cumulative sum
+    kept = torch.full_like(order[:, 0], cdf.shape[-1])
+    if sampling.top_p < 1.0:
+        kept = ((cdf - sorted_p) < sampling.top_p).sum(-1)
+    if sampling.top_k > 0:
+        kept = kept.clamp(max=sampling.top_k)
+    last = (kept - 1)[:, None]
+    pick = torch.minimum(torch.searchsorted(cdf, uniforms[:, None] * cdf.gather(-1, last)), last)
     return order.gather(-1, pick)[:, 0]

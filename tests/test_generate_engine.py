@@ -72,21 +72,22 @@ def test_mixed_batch_rows_equal_rows_alone_smollm2(smollm2: Any) -> None:
     assert any(o.tokens != outs[0].tokens for o in outs[1:])
 
 
-def test_decode_attention_in_row_groups_equals_rows_alone(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large batches split decode attention by prompt length; force that on a small batch."""
-    import pipeline.generate_engine as engine_module
+def test_decode_attention_reads_each_rows_own_slots() -> None:
+    """Row i attends to slots [start_i, end) exactly as full attention over those slots alone would."""
+    from pipeline.generate_kernels import decode_attention
 
-    grouped = engine_module._decode_groups
-    seen: list[list[tuple[int, int, int]]] = []
-
-    def many_groups(lengths: list[int], pm: int) -> list[tuple[int, int, int]]:
-        seen.append(grouped(lengths, pm, parts=3, min_rows=1))
-        return seen[-1]
-
-    monkeypatch.setattr(engine_module, "_decode_groups", many_groups)
-    sampling = Sampling(max_new_tokens=8, greedy=True, stop_ids=tuple(stop_token_ids(tiny.tokenizer)))
-    _batch_vs_alone(tiny, 2, 4, [-2.0, 1.0], sampling)
-    assert len(seen[0]) == 3 and any(first > 0 for _, _, first in seen[0])
+    gen = torch.Generator().manual_seed(3)
+    rows, heads, kv_heads, slots, dim = 3, 6, 2, 9, 8
+    q = torch.randn(rows, heads, 1, dim, generator=gen)
+    k = torch.randn(rows, kv_heads, slots, dim, generator=gen)
+    v = torch.randn(rows, kv_heads, slots, dim, generator=gen)
+    start, end = torch.tensor([0, 2, 5], dtype=torch.int32), torch.tensor(7, dtype=torch.int32)
+    out = decode_attention(q, k, v, start, end, dim**-0.5)
+    for i in range(rows):
+        keys = k[i, :, int(start[i]) : 7].repeat_interleave(heads // kv_heads, 0)
+        values = v[i, :, int(start[i]) : 7].repeat_interleave(heads // kv_heads, 0)
+        ref = torch.nn.functional.scaled_dot_product_attention(q[i], keys, values)  # (heads, 1, dim)
+        assert torch.allclose(out[i, 0], ref[:, 0], atol=1e-5)
 
 
 def test_sampled_rows_do_not_depend_on_their_batch(tiny: Any) -> None:
@@ -125,6 +126,22 @@ def test_greedy_top_k_and_top_p_limits() -> None:
     assert choose_tokens(logits, u, Sampling(top_p=1e-6)).tolist() == [1, 0]
 
 
+@pytest.mark.parametrize(("top_k", "top_p"), [(0, 0.9), (5, 0.9), (3, 1.0), (0, 1.0), (50, 0.5)])
+def test_sampling_equals_sampling_from_the_masked_renormalised_distribution(top_k: int, top_p: float) -> None:
+    """Inverse-CDF over the kept prefix = the textbook recipe: sort, zero the tail, cumsum again, search."""
+    gen = torch.Generator().manual_seed(top_k)
+    logits = torch.randn(400, 64, generator=gen) * 2
+    u = torch.rand(400, generator=gen)
+    _, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+    sorted_p = logits.softmax(-1).gather(-1, order)
+    if top_k:
+        sorted_p[:, top_k:] = 0.0
+    sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= top_p, 0.0)
+    cdf = sorted_p.cumsum(-1)
+    ref = order.gather(-1, torch.searchsorted(cdf, u[:, None] * cdf[:, -1:]).clamp_(max=63))[:, 0]
+    assert torch.equal(choose_tokens(logits, u, Sampling(top_k=top_k, top_p=top_p)), ref)
+
+
 def test_sampling_follows_the_top_p_distribution() -> None:
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     n = 40_000
@@ -159,6 +176,7 @@ def test_engine_keeps_every_tensor_on_the_model_device(tiny: Any) -> None:
     """On the meta device any CPU tensor that reaches an op raises, standing in for a GPU run."""
     import copy
 
+    from pipeline.generate_decode import DecodeBuffers, step
     from pipeline.generate_engine import _chunks, _doc_layout, _prompt_layout
     from pipeline.generate_model import SlotCache, engine_attention
 
@@ -176,9 +194,9 @@ def test_engine_keeps_every_tensor_on_the_model_device(tiny: Any) -> None:
             hidden = engine._forward(chunk, delta[chunk.rows], cache)
             raw = engine.stack.raw_logits(hidden[:, chunk.pm - 1])
             engine.stack.token_logprobs(hidden[:, 0], torch.tensor([1, 2, 3]))
-        tok = choose_tokens(raw.float(), torch.rand(3, device="meta"), Sampling(), keys=raw)
-        valid = torch.zeros(3, 9, device="meta")
-        step = engine._step(tok, torch.tensor([4, 4, 2], device="meta"), 4, valid, delta, cache, [(0, 2, 0), (2, 3, 2)])
-        assert step.device.type == "meta"
+        sampling = Sampling(max_new_tokens=5, stop_ids=(3,))
+        buf = DecodeBuffers.create(raw, [4, 4, 2], torch.rand(3, 5, device="meta"), delta, sampling)
+        step(engine.stack, engine.layer, cache, buf, sampling)
+        assert buf.raw.device.type == "meta" and buf.tokens.device.type == "meta"
         for chunk in _chunks([[1, 2, 3], [4, 5]], [0, 1, 1], 4096, lambda g: _doc_layout(g, 0)):
             assert engine._forward(chunk, delta, None).device.type == "meta"
