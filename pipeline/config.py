@@ -115,6 +115,7 @@ class GenerateConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = float32 on CPU, bfloat16 on GPU
     gpus: int = 1  # GPUs per generation worker
     seed: int = 0  # sampling seed (per row, so batching does not change samples)
+    fast: bool = True  # one CUDA GPU: fused kernels and CUDA-graph decoding (false = HF's layers as they are)
 
     def __post_init__(self) -> None:
         _require(len(self.multipliers) > 0, "generate.multipliers", "must list at least one multiplier")

@@ -245,7 +245,9 @@ def _generate_pending(
 
     lm = _load(job)
     vector = load_vector(vector_path, hidden_size=lm.hidden_size)
-    engine = GenerationEngine(lm.model, job.layer, vector, pad_id=int(lm.tokenizer.pad_token_id))
+    engine = GenerationEngine(
+        lm.model, job.layer, vector, pad_id=int(lm.tokenizer.pad_token_id), fast=job.config.generate.fast
+    )
     sampling = _sampling(job.config, tuple(stop_token_ids(lm.tokenizer)))
     local = {k: i for i, k in enumerate(sorted({r.pair for r in pending}))}
     prompts = [tokenize_pair(pairs[k], lm.tokenizer, job.config.system_prompt) for k in local]

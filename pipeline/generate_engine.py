@@ -110,7 +110,7 @@ class GenerationEngine:
         check: bool = True,
         fast: bool = True,
     ) -> None:
-        """`fast` (CUDA only): fused norm/rotary/activation kernels and CUDA-graph decode steps."""
+        """`fast` (one CUDA device): fused norm/rotary/activation/log-prob kernels, CUDA-graph decode steps."""
         Steering(model, layer, vector)  # validates the layer index and the vector size (VectorError)
         self.stack = Stack(model)
         self.layer = layer
@@ -119,7 +119,8 @@ class GenerationEngine:
         self.dtype = self.stack.embed.weight.dtype
         self.chunk_tokens = chunk_tokens or (CHUNK_TOKENS_CUDA if self.stack.device.type == "cuda" else 4096)
         self.times = PhaseTimes()
-        self.fast = fast and self.stack.device.type == "cuda"
+        # one CUDA device only: a graph is captured on one device's stream
+        self.fast = fast and self.stack.device.type == "cuda" and len(self._layers_per_device()) == 1
         if check:
             check_stack(self.stack, pad_id)
             if self.fast:  # the fused kernels must reproduce the model's own forward too

@@ -110,9 +110,10 @@ def _decode_triton(
     if key.stride(3) != 1 or value.stride() != key.stride() or query.stride(3) != 1:
         raise ValueError("decode attention needs K/V buffers with the same strides and a contiguous head dim")
     out = torch.empty(b, 1, h, d, dtype=query.dtype, device=query.device)
-    _triton_kernel()[(b, kvh)](
-        query, key, value, out, start, end,
-        query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2), out.stride(0), out.stride(2),
-        scale, GROUP=group, GPAD=max(MIN_DOT, 1 << (group - 1).bit_length()), D=d, BLOCK=BLOCK_SLOTS,
-    )  # fmt: skip
+    with torch.cuda.device(query.device):  # layers spread over GPUs (device_map): launch where the data is
+        _triton_kernel()[(b, kvh)](
+            query, key, value, out, start, end,
+            query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2), out.stride(0), out.stride(2),
+            scale, GROUP=group, GPAD=max(MIN_DOT, 1 << (group - 1).bit_length()), D=d, BLOCK=BLOCK_SLOTS,
+        )  # fmt: skip
     return out

@@ -46,7 +46,8 @@ def gqa_decode_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    return decode_attention(query, key, value, bounds[0], bounds[1], scale), None
+    start, end = bounds[0].to(query.device), bounds[1].to(query.device)  # no-ops on one device
+    return decode_attention(query, key, value, start, end, scale), None
 
 
 _registered = False
@@ -108,8 +109,9 @@ class SlotCache:
         kbuf, vbuf = self._buffers(layer_idx, key)
         if self._decode:
             assert self._slot is not None
-            kbuf.index_copy_(2, self._slot, key)
-            vbuf.index_copy_(2, self._slot, value)
+            slot = self._slot.to(kbuf.device)  # a no-op unless the layers are spread over devices
+            kbuf.index_copy_(2, slot, key)
+            vbuf.index_copy_(2, slot, value)
             return kbuf, vbuf  # the attention reads each row's valid slots only (`decode_attention`)
         end = self._start + self._keep
         n_rows = self._rows.stop - self._rows.start

@@ -126,7 +126,7 @@ class _Generator:
         self.lm = load_model(model, device=gen.device, dtype=gen.dtype, device_map=device_map)
         vector = load_vector(vector_path, hidden_size=self.lm.hidden_size)
         tok = self.lm.tokenizer
-        self.engine = GenerationEngine(self.lm.model, layer, vector, pad_id=int(tok.pad_token_id))
+        self.engine = GenerationEngine(self.lm.model, layer, vector, pad_id=int(tok.pad_token_id), fast=gen.fast)
         self.sampling = Sampling(config.prompting.max_tokens, gen.temperature, gen.top_p, gen.top_k, gen.greedy,
                                  tuple(stop_token_ids(tok)))  # fmt: skip
         self.eot = (end_of_turn_id(tok),)
