@@ -10,8 +10,8 @@ One `GenerationEngine.generate` call runs one batch (rows may mix prompts and mu
 2. Decode (`generate_decode`): one token per row per step for all rows at once, seeded per row
    (`generate_sampling`), recording each token's log-prob under the model's own (unwarped)
    distribution; on CUDA the step is replayed as a CUDA graph.
-3. Score without the prompt (the study's metrics): the reply alone, and BOS + chosen/rejected alone
-   (again once per prompt below the steering layer).
+3. Score without the prompt (the study's metrics), in one pass: the reply alone, and BOS +
+   chosen/rejected alone (those again once per prompt below the steering layer).
 The engine is tokenizer-free (token ids in, token ids and floats out) so the benchmark can drive it
 with synthetic prompts; `pipeline.generate` does tokenisation, resume and files.
 """
