@@ -14,8 +14,6 @@ needed, and `end` is a device scalar, so a captured CUDA graph can replay the st
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 BLOCK_SLOTS = 64  # cache slots per inner step of the kernel
@@ -30,7 +28,7 @@ def decode_attention(
     query (rows, heads, 1, head_dim); key/value (rows, kv_heads, slots, head_dim); start (rows,) int32
     first valid slot per row; end () int32, one past the last valid slot for every row.
     """
-    if _kernel_applies(query) and _triton_kernel() is not None:
+    if triton is not None and _kernel_applies(query):
         return _decode_triton(query, key, value, start, end, scale)
     return decode_attention_reference(query, key, value, start, end, scale)
 
@@ -96,11 +94,6 @@ if triton is not None:
                  mask=(g < GROUP)[:, None])  # fmt: skip
 
 
-def _triton_kernel() -> Any:
-    """The Triton kernel, or None where Triton is not installed."""
-    return _kernel if triton is not None else None
-
-
 def _decode_triton(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, start: torch.Tensor, end: torch.Tensor, scale: float
 ) -> torch.Tensor:
@@ -111,7 +104,7 @@ def _decode_triton(
         raise ValueError("decode attention needs K/V buffers with the same strides and a contiguous head dim")
     out = torch.empty(b, 1, h, d, dtype=query.dtype, device=query.device)
     with torch.cuda.device(query.device):  # layers spread over GPUs (device_map): launch where the data is
-        _triton_kernel()[(b, kvh)](
+        _kernel[(b, kvh)](
             query, key, value, out, start, end,
             query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2), out.stride(0), out.stride(2),
             scale, GROUP=group, GPAD=max(MIN_DOT, 1 << (group - 1).bit_length()), D=d, BLOCK=BLOCK_SLOTS,

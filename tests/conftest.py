@@ -60,6 +60,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for tiny-model tests: their batches are launch-bound, and on a busy 2-core
+    machine extra OpenMP threads only contend (the smollm2 equivalence test: 20 s this way, 150 s with 2)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shared() -> Path:
     """The read-only study material beside the checkout; tests using it skip cleanly without it."""
     if not SHARED.is_dir():

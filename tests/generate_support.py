@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +103,3 @@ def reference_row(lm: Any, layer: int, vec: torch.Tensor, prompt: Any, mult: flo
             "chosen_cond": mean_logprob(lm.model, ids + list(prompt.chosen), len(ids)),
             "rejected_cond": mean_logprob(lm.model, ids + list(prompt.rejected), len(ids)),
         }
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: these tiny batches are launch-bound, and extra threads only contend (on a busy
-    2-core machine the smollm2 equivalence test takes 20 s this way and 150 s with 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

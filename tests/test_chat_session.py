@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +10,7 @@ import pytest
 from pipeline.chat_session import ChatSession, Conversation, Decoding, RowSpec, parse_rows
 from pipeline.errors import InputError
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models run ~100× faster on one thread on a shared, busy CPU (OpenMP workers spin otherwise)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CONVERSATIONS = [

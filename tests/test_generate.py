@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from pipeline.progress import CollectingReporter
 from pipeline.workspace import Workspace
 from steertui.cli import main as steertui_main
 from tests.conftest import REPO
-from tests.generate_support import BEHAVIOR, CONFIG, make_workspace, one_thread, write_vector
+from tests.generate_support import BEHAVIOR, CONFIG, make_workspace, write_vector
 
 STUDY_FIELDS = ("test_prompt_id", "timestamp", "model_name", "epoch", "layer", "multiplier", "generation_id",
                 "response_str", "response_tokens", "avg_log_prob", "perplexity", "chosen_logprob",
@@ -43,10 +42,7 @@ OUR_FIELDS = ("perplexity_cond", "propensity_cond", "chosen_logprob_cond", "reje
 VOLATILE = ("timestamp",)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _job(ws: Workspace, shard: Shard | None = None, **overrides: Any) -> GenerateJob:

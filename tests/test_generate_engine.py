@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,13 +14,9 @@ from pipeline.generate import tokenize_pair
 from pipeline.generate_engine import GenerationEngine, PromptInput, RowInput, RowOutput
 from pipeline.generate_model import Stack, check_stack
 from pipeline.generate_sampling import Sampling, choose_tokens, row_seed, row_uniforms
-from tests.generate_support import CONVERSATIONS, one_thread, reference_row
+from tests.generate_support import CONVERSATIONS, reference_row
 
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 METRICS = ("logprob", "logprob_cond", "chosen", "rejected", "chosen_cond", "rejected_cond")

@@ -48,17 +48,6 @@ def server(monkeypatch: pytest.MonkeyPatch, recorder: Recorder) -> Iterator[Fake
         yield srv
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """CPU torch on one thread: this shared machine's cores are oversubscribed (10x slower otherwise)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def conversations(ws: Workspace, who: str, themes: list[str]) -> list[dict[str, Any]]:
     return [r for theme in themes for r in rows(conversations_path(ws, 7, who, theme))]
 
@@ -122,7 +111,7 @@ def test_exp2_api_every_theme_attack_and_multiplier(server: FakeAPIServer, recor
 
 
 def test_exp2_local_model_resumes_from_its_checkpoint_with_the_same_replies(
-    workspace: Path, tmp_path: Path, one_thread: None
+    workspace: Path, tmp_path: Path, one_torch_thread: None
 ) -> None:
     """tiny-random with a vector, 1 theme × 8 attacks × 3 multipliers, each turn one batch; a run stopped after
     step 2 resumes from its checkpoint and ends with exactly the replies of an unbroken run (the real SIGKILL

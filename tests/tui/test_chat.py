@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +10,7 @@ import pytest
 from pipeline.chat_session import ChatSession, Decoding, RowSpec
 from tests.tui.conftest import app_for, save_vectors, screen_text, wait_until
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models run ~100× faster on one thread on a shared, busy CPU (OpenMP workers spin otherwise)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def expected(tiny: Any, root: Path, conversations: list[list[dict[str, str]]], rows: list[RowSpec]) -> list[str]:
